@@ -1,0 +1,50 @@
+# AutoAnnotator — every target installs what it needs first (idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+LS_VENV ?= .venv-ls
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 9090
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test lint e2e bench load ls-install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+run: install
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/autoannotator serve
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+# A real Label Studio 1.23.2 in its own venv (it pins its own SDK, Django and rq).
+ls-install: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q label-studio==1.23.2
+	touch $@
+
+e2e: install ls-install
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/pytest -q -m e2e tests/e2e
+
+bench: install
+	$(BIN)/python bench/predict_bench.py --out docs/bench-predict.json
+
+load: install
+	$(BIN)/python bench/load_run.py --out docs/bench-load.json
+
+clean:
+	rm -rf data .pytest_cache .ruff_cache .e2e

@@ -1,0 +1,144 @@
+"""The HTTP face: Label Studio's ML-backend protocol over Flask, thin on purpose.
+
+Each route parses and validates the request, calls the model contract, and shapes the answer;
+no model code lives here and nothing here imports torch (a test checks it). Every caller mistake
+ends as a 4xx JSON body with a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend import metrics
+from backend.errors import ApiError
+from backend.settings import Settings
+from model import AutoAnnotatorModel, dumps_event
+
+log = logging.getLogger(__name__)
+
+_OPEN_PATHS = {"/health", "/"}
+
+
+def _json_body() -> dict[str, Any]:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ApiError("request body is empty: a JSON object is expected", status=400)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(f"malformed JSON: {exc}", status=400) from exc
+    if not isinstance(body, dict):
+        raise ApiError("the JSON body must be an object", status=400)
+    return body
+
+
+def _authorized(settings: Settings) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(user, settings.basic_auth_user) and hmac.compare_digest(password,
+                                                                                      settings.basic_auth_pass)
+
+
+def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    model = model or AutoAnnotatorModel(settings)
+    app = Flask("autoannotator")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["autoannotator.model"] = model
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.t0 = time.perf_counter()
+        if settings.auth_enabled and request.path not in _OPEN_PATHS and not _authorized(settings):
+            resp = jsonify(error="authentication required: HTTP basic auth (BASIC_AUTH_USER/BASIC_AUTH_PASS)",
+                           status=401)
+            resp.status_code = 401
+            resp.headers["WWW-Authenticate"] = 'Basic realm="autoannotator"'
+            return resp
+        return None
+
+    @app.after_request
+    def _observe(resp: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(endpoint, str(resp.status_code)).inc()
+        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return jsonify(exc.to_json()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 500
+        return jsonify(error=exc.description or exc.name, status=code), code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s", request.path)
+        return jsonify(error=f"internal error: {type(exc).__name__}: {exc}", status=500), 500
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(model.health())
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_body()
+        return jsonify(model.setup(body.get("project"), body.get("schema"), body.get("extra_params")))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_body()
+        if "tasks" not in body:
+            raise ApiError("'tasks' is missing: Label Studio sends {tasks, label_config, project, params}", status=400)
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        label_config = body.get("label_config") or body.get("schema")
+        results = model.predict(body["tasks"], label_config, body.get("project"), params.get("context"))
+        return jsonify(results=results)
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        raw = request.get_data(cache=True)
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            # Kept anyway, so nothing Label Studio sent is lost; the sender learns it was malformed.
+            event_id = model.fit("INVALID_PAYLOAD", None, text)["event_id"]
+            return jsonify(error="webhook body must be a JSON object with an 'action'", status=400,
+                           event_id=event_id), 400
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            event_id = model.fit("NO_ACTION", body, dumps_event(body))["event_id"]
+            return jsonify(error="webhook body has no 'action'", status=400, event_id=event_id), 400
+        return jsonify(model.fit(action, body, text)), 200
+
+    @app.get("/versions")
+    def versions() -> Response:
+        return jsonify(versions=model.versions())
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, content_type=content_type)
+
+    return app

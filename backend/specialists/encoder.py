@@ -1,0 +1,137 @@
+"""A frozen sentence encoder with a trainable linear head.
+
+The encoder (default all-MiniLM-L6-v2, shipped in a wheel so it loads offline) is loaded once per
+process and shared by every specialist and thread that names it; the head is a logistic regression
+on normalised mean-pooled embeddings: seconds to train, so it can be retrained at every stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from transformers import AutoModel, AutoTokenizer
+
+from backend.specialists import torch_runtime as rt
+from backend.specialists.base import Specialist, pad_columns
+
+_HEAD = "head.joblib"
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised embeddings; thread-safe; remembers its last batch for sibling heads."""
+
+    def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+                 max_length: int = 128):
+        self.name = name_or_path
+        self.device = rt.resolve_device(device)
+        self.dtype = rt.resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, name_or_path)
+        model = rt.load_pretrained(AutoModel.from_pretrained, name_or_path)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self._lock = threading.Lock()
+        self._last: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        key = tuple(texts)
+        with self._lock:
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+            ids = enc["input_ids"]
+            out = np.zeros((len(ids), self.dim), dtype=np.float32)
+            for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
+                                            "attention_mask": [enc["attention_mask"][i] for i in idx]},
+                                           return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                out[idx] = pooled.cpu().numpy()
+            self._last = (key, out)
+            return out
+
+
+_ENCODERS: dict[tuple[str, str, str], SentenceEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def shared_encoder(name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> SentenceEncoder:
+    """One encoder per (model, device, dtype) per process, however many specialists use it."""
+    key = (name_or_path, device, dtype)
+    with _ENCODERS_LOCK:
+        if key not in _ENCODERS:
+            _ENCODERS[key] = SentenceEncoder(name_or_path, device, dtype, batch_size)
+        return _ENCODERS[key]
+
+
+def default_encoder_name(configured: str = "") -> str:
+    if configured:
+        return configured
+    path = rt.shipped_minilm_path()
+    if path is None:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(path)
+
+
+class EncoderSpecialist(Specialist):
+    """params: encoder (hub id or path; default the shipped MiniLM), C."""
+
+    family = "encoder"
+
+    def __init__(self, name: str, labels: Sequence[str], multiple: bool, params: dict[str, Any] | None = None,
+                 **runtime: Any):
+        super().__init__(name, labels, multiple, params, **runtime)
+        # "" means the deployment's default encoder, resolved where it runs (paths differ per machine).
+        self.params.setdefault("encoder", "")
+        self._encoder: SentenceEncoder | None = None
+
+    @property
+    def encoder_name(self) -> str:
+        return self.params["encoder"] or default_encoder_name(self.runtime.get("default_encoder", ""))
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        if self._encoder is None:
+            self._encoder = shared_encoder(
+                self.encoder_name,
+                self.runtime.get("device", "auto"),
+                self.runtime.get("dtype", "auto"),
+                int(self.runtime.get("batch_size", 32)),
+            )
+        return self._encoder
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        x = self.encoder.encode(texts)
+        clf = LogisticRegression(C=float(self.params.get("C", 2.0)), max_iter=3000)
+        if self.multiple:
+            self.head = OneVsRestClassifier(clf).fit(x, np.asarray(y))
+        else:
+            self.head = clf.fit(x, np.asarray(y), sample_weight=sample_weight)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        proba = self.head.predict_proba(self.encoder.encode(texts))
+        if self.multiple:
+            return np.asarray(proba, dtype=np.float64)
+        return pad_columns(proba, self.head.classes_, len(self.labels))
+
+    def _save_weights(self, path: Path) -> None:
+        joblib.dump(self.head, path / _HEAD)
+        # The encoder's identity is part of the version: the same head on another encoder is another model.
+        (path / "encoder.txt").write_text(self.params["encoder"] or "default")
+
+    def _load_weights(self, path: Path) -> None:
+        self.head = joblib.load(path / _HEAD)

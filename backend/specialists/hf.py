@@ -1,0 +1,141 @@
+"""Any Hugging Face sequence-classification checkpoint, by hub id or local path.
+
+The checkpoint's own labels are mapped onto the project's choices (see `labelmap`); when it is
+fine-tuned on project data its head is replaced by one over exactly the project's choices, and the
+saved specialist is then a self-contained checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from backend.specialists import torch_runtime as rt
+from backend.specialists.base import Specialist, one_hot
+from backend.specialists.labelmap import map_labels
+
+_CKPT = "checkpoint"
+
+
+class HFClassifierSpecialist(Specialist):
+    """params: checkpoint, label_map {model label: project choice}, mode head|full, lr, epochs,
+    train_batch_size, max_length."""
+
+    family = "hf"
+
+    def __init__(self, name: str, labels: Sequence[str], multiple: bool, params: dict[str, Any] | None = None,
+                 **runtime: Any):
+        super().__init__(name, labels, multiple, params, **runtime)
+        if not self.params.get("checkpoint"):
+            raise ValueError("an hf specialist needs params.checkpoint (hub id or local path)")
+        self._lock = threading.Lock()
+        self._source = str(self.params["checkpoint"])
+        self.model = None
+
+    # -- loading -------------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self.model is not None:
+            return
+        self.device = rt.resolve_device(self.runtime.get("device", "auto"))
+        self.dtype = rt.resolve_dtype(self.runtime.get("dtype", "auto"), self.device)
+        self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, self._source)
+        model = rt.load_pretrained(AutoModelForSequenceClassification.from_pretrained, self._source)
+        self.model = model.to(self.device).eval()
+        self._build_projection()
+
+    def _build_projection(self) -> None:
+        id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        mapping, missing = map_labels(id2label, self.labels, self.params.get("label_map"))
+        if missing:
+            raise ValueError(
+                f"checkpoint {self._source!r} has labels {sorted(id2label.values())}, which cover no "
+                f"{missing} of the project's choices; set params.label_map or fine-tune it on project data"
+            )
+        proj = np.zeros((len(id2label), len(self.labels)), dtype=np.float64)
+        for i, j in mapping.items():
+            proj[i, j] = 1.0
+        self.projection = proj
+
+    # -- inference -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            self._ensure_loaded()
+            if self.model.dtype != self.dtype:
+                self.model.to(self.dtype)
+            max_len = int(self.params.get("max_length", 128))
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_len)
+            ids = enc["input_ids"]
+            raw = np.zeros((len(ids), self.projection.shape[0]), dtype=np.float64)
+            for idx in rt.length_sorted_batches([len(x) for x in ids], int(self.runtime.get("batch_size", 32))):
+                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+                logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits.float()
+                p = torch.sigmoid(logits) if self.multiple else torch.softmax(logits, dim=-1)
+                raw[idx] = p.cpu().numpy()
+        out = raw @ self.projection
+        if not self.multiple:
+            sums = out.sum(axis=1, keepdims=True)
+            out = np.where(sums > 0, out / np.where(sums > 0, sums, 1), 1.0 / len(self.labels))
+        return np.clip(out, 0.0, 1.0)
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        with self._lock:
+            self._ensure_loaded()
+            k = len(self.labels)
+            if [self.model.config.id2label.get(i) for i in range(k)] != self.labels or self.model.config.num_labels != k:
+                # A head over exactly the project's choices; the encoder body keeps its pretrained weights.
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    self._source, num_labels=k, id2label=dict(enumerate(self.labels)),
+                    label2id={x: i for i, x in enumerate(self.labels)}, ignore_mismatched_sizes=True,
+                    problem_type="multi_label_classification" if self.multiple else "single_label_classification",
+                )
+                self.model = model.to(self.device)
+                self.params.pop("label_map", None)
+            self.model.to(torch.float32).train()
+            full = self.params.get("mode", "full") == "full"
+            base = getattr(self.model, self.model.base_model_prefix, None)
+            if base is not None:
+                for p in base.parameters():
+                    p.requires_grad = full
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=float(self.params.get("lr", 5e-5 if full else 1e-3)))
+            targets = torch.tensor(one_hot(y, k))
+            weights = torch.ones(len(texts)) if sample_weight is None else torch.tensor(sample_weight, dtype=torch.float32)
+            bs = int(self.params.get("train_batch_size", 16))
+            gen = torch.Generator().manual_seed(int(self.params.get("seed", 0)))
+            max_len = int(self.params.get("max_length", 128))
+            for _ in range(int(self.params.get("epochs", 2))):
+                for idx in torch.randperm(len(texts), generator=gen).split(bs):
+                    batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=max_len,
+                                           padding=True, return_tensors="pt").to(self.device)
+                    logits = self.model(**batch).logits
+                    t, w = targets[idx].to(self.device), weights[idx].to(self.device)
+                    if self.multiple:
+                        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none").mean(1)
+                    else:
+                        loss = torch.nn.functional.cross_entropy(logits, t.argmax(1), reduction="none")
+                    loss = (loss * w).sum() / w.sum()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            self.model.eval()
+            self._build_projection()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _save_weights(self, path: Path) -> None:
+        self._ensure_loaded()
+        target = path / _CKPT
+        self.model.to(torch.float32).save_pretrained(target)
+        self.tokenizer.save_pretrained(target)
+
+    def _load_weights(self, path: Path) -> None:
+        if (path / _CKPT / "config.json").exists():
+            self._source = str(path / _CKPT)
+        # Weights load lazily on first use so that listing or /setup never pays for them.

