@@ -53,6 +53,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 0)  # a 10,000-task predict may take a while; LS waits 100 s
             self.cfg.set("preload_app", True)
+            # gunicorn's control socket lives in $HOME and would be shared by every instance of this user.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):
             from backend.app import create_app

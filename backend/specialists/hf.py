@@ -39,15 +39,20 @@ class HFClassifierSpecialist(Specialist):
         self.model = None
 
     # -- loading -------------------------------------------------------------------------------
-    def _ensure_loaded(self) -> None:
+    def _ensure_loaded(self, need_projection: bool = True) -> None:
+        """Load weights on first use; the label projection is only required to predict, not to train."""
         if self.model is not None:
+            if need_projection and getattr(self, "projection", None) is None:
+                self._build_projection()
             return
         self.device = rt.resolve_device(self.runtime.get("device", "auto"))
         self.dtype = rt.resolve_dtype(self.runtime.get("dtype", "auto"), self.device)
         self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, self._source)
         model = rt.load_pretrained(AutoModelForSequenceClassification.from_pretrained, self._source)
         self.model = model.to(self.device).eval()
-        self._build_projection()
+        self.projection = None
+        if need_projection:
+            self._build_projection()
 
     def _build_projection(self) -> None:
         id2label = {int(k): v for k, v in self.model.config.id2label.items()}
@@ -87,7 +92,7 @@ class HFClassifierSpecialist(Specialist):
     # -- training ------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
         with self._lock:
-            self._ensure_loaded()
+            self._ensure_loaded(need_projection=False)
             k = len(self.labels)
             if [self.model.config.id2label.get(i) for i in range(k)] != self.labels or self.model.config.num_labels != k:
                 # A head over exactly the project's choices; the encoder body keeps its pretrained weights.
@@ -130,7 +135,7 @@ class HFClassifierSpecialist(Specialist):
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_weights(self, path: Path) -> None:
-        self._ensure_loaded()
+        self._ensure_loaded(need_projection=False)
         target = path / _CKPT
         self.model.to(torch.float32).save_pretrained(target)
         self.tokenizer.save_pretrained(target)

@@ -1,0 +1,210 @@
+"""Shared plumbing for the benchmarks: real servers in subprocesses, a trained data dir, real tweets,
+process-tree RSS/CPU from /proc, percentiles and a machine description.
+
+The benchmarks talk to servers over real HTTP on 127.0.0.1 so that what they measure is what Label
+Studio would see (JSON, Flask, gunicorn threads), not an in-process function call.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
+SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013.csv"
+TWEETS = Path("/work/shared/data/tweeteval-sentiment/sentiment__test_text.txt")
+CAPTURED = Path("/work/shared/label-studio/captured-requests.json")
+PROJECT = "1.1700000000"
+JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}
+
+
+def bench_env(**extra: str) -> dict[str, str]:
+    """The environment every server runs in: offline hub, no tokenizer fork warnings."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_texts(path: Path | None = None) -> list[str]:
+    """Real tweets, one per line; the shipped sample CSV when the shared tweet file is absent."""
+    path = path or (TWEETS if TWEETS.exists() else SAMPLE_DATA)
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            texts = [row["text"] for row in csv.DictReader(f)]
+    else:
+        texts = path.read_text(encoding="utf-8").splitlines()
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        raise SystemExit(f"{path}: no texts")
+    return texts
+
+
+def predict_body(texts: Sequence[str], first_id: int, label_config: str) -> bytes:
+    """A /predict body shaped like Label Studio's (tasks, label_config, project, params)."""
+    tasks = [{"id": first_id + i, "data": {"text": t}} for i, t in enumerate(texts)]
+    body = {"tasks": tasks, "label_config": label_config, "project": PROJECT,
+            "params": {"login": None, "password": None, "context": None}}
+    return json.dumps(body).encode()
+
+
+def ensure_bundle(data_dir: Path, log: IO[str]) -> None:
+    """Train the default sentiment bundle into data_dir unless one is already there (≈15 s)."""
+    if any((data_dir / "models" / "bundles").glob("*/CURRENT")):
+        return
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "backend.cli", "train", "--label-config", str(LABEL_CONFIG_FILE),
+                    "--data", str(SAMPLE_DATA)], cwd=REPO, env=bench_env(DATA_DIR=str(data_dir)),
+                   stdout=log, stderr=log, check=True)
+    print(f"trained the default bundle into {data_dir} in {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+class Server:
+    """A server subprocess (its own session, so it is stopped by its own id) that answers GET /health."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], log: IO[str]):
+        self.name, self.cmd, self.port, self.env, self.log = name, cmd, port, env, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def ours(cls, data_dir: Path, workers: int, threads: int, log: IO[str]) -> Server:
+        """`autoannotator serve` (gunicorn) on a free port, without the bootstrap training."""
+        port = free_port()
+        cmd = [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--workers", str(workers),
+               "--threads", str(threads), "--no-bootstrap"]
+        env = bench_env(DATA_DIR=str(data_dir), HOST="127.0.0.1", LOG_LEVEL="WARNING")
+        return cls("autoannotator", cmd, port, env, log)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120.0) -> Server:
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see the log {self.log.name}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f}s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # gunicorn's master stops its own workers
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the group we created with start_new_session
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- /proc --------------------------------------------------------------------------------------------
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # fields after "(comm)": state, ppid, ...
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants (gunicorn master -> workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))):
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of one process in KiB (None once it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of these processes (all their threads), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        if fields := _stat_fields(pid):
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+# -- numbers and machine ----------------------------------------------------------------------------
+def latency_summary(seconds: Sequence[float]) -> dict[str, float | int]:
+    """count, mean and p50/p95/p99/max in milliseconds."""
+    if not seconds:
+        return {"count": 0}
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"count": int(ms.size), "mean_ms": round(float(ms.mean()), 2), "p50_ms": round(float(p50), 2),
+            "p95_ms": round(float(p95), 2), "p99_ms": round(float(p99), 2), "max_ms": round(float(ms.max()), 2)}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on; the load average shows how noisy the machine was."""
+    model = "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    versions = {}
+    for pkg in ("torch", "transformers", "scikit-learn", "flask", "gunicorn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu_model": model, "cpus": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "python": platform.python_version(), "packages": versions, "gpu": None,
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}

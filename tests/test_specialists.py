@@ -1,0 +1,114 @@
+"""Each specialist family trained, saved, loaded in a fresh object, and asked again: same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.datasets import load_labelled
+from backend.specialists import registry
+from backend.specialists.torch_runtime import CheckpointUnavailable
+from backend.training import encode_targets
+from tests.conftest import ROOT
+
+LABELS = ["Positive", "Negative", "Neutral"]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
+    y = encode_targets(data, LABELS, False)
+    return data.texts[:600], y[:600], data.texts[600:800], y[600:800]
+
+
+@pytest.mark.parametrize("params", [{"classifier": "lr"}, {"classifier": "nb"}])
+def test_tfidf_round_trip(tmp_path, sample, params):
+    xtr, ytr, xte, yte = sample
+    sp = registry.create("tfidf", "t", LABELS, False, params)
+    sp.fit(xtr, ytr)
+    p = sp.predict_proba(xte)
+    assert p.shape == (len(xte), 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
+    assert (p.argmax(1) == yte).mean() > 0.45  # well above chance (0.33) on 600 tweets
+    version = sp.save(tmp_path / "t")
+    again = registry.load(tmp_path / "t")
+    assert again.version == version and version.startswith("tfidf-")
+    np.testing.assert_allclose(again.predict_proba(xte), p)
+
+
+def test_tfidf_multi_label(tmp_path):
+    from tests.conftest import topic_rows
+
+    rows = topic_rows(200)
+    labels = ["Sports", "Politics", "Tech"]
+    y = np.array([[int(x in r["label"]) for x in labels] for r in rows])
+    sp = registry.create("tfidf", "m", labels, True)
+    sp.fit([r["text"] for r in rows], y)
+    p = sp.predict_proba(["the coach said the team will score a goal", "new phone chip from a startup"])
+    assert p[0].argmax() == 0 and p[1].argmax() == 2
+    assert p.shape == (2, 3)
+
+
+def test_encoder_specialist_uses_one_shared_encoder(tmp_path, sample):
+    xtr, ytr, xte, yte = sample
+    a = registry.create("encoder", "a", LABELS, False)
+    b = registry.create("encoder", "b", LABELS, False, {"C": 0.5})
+    a.fit(xtr, ytr)
+    b.fit(xtr, ytr)
+    assert a.encoder is b.encoder  # loaded once per process
+    p = a.predict_proba(xte)
+    assert (p.argmax(1) == yte).mean() > 0.5
+    a.save(tmp_path / "a")
+    again = registry.load(tmp_path / "a")
+    assert again.params["encoder"] == ""  # machine-independent: the deployment's default encoder
+    np.testing.assert_allclose(again.predict_proba(xte), p, atol=1e-6)
+
+
+def test_hf_checkpoint_labels_are_mapped_onto_project_choices(minilm_classifier_dir, sample):
+    _, _, xte, _ = sample
+    sp = registry.create("hf", "h", LABELS, False, {"checkpoint": str(minilm_classifier_dir)}, dtype="float32")
+    p = sp.predict_proba(xte[:20])
+    assert p.shape == (20, 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    # the projection follows id2label {NEG, NEU, POS} → (Positive, Negative, Neutral)
+    assert sp.projection.tolist() == [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+
+
+def test_hf_override_and_unmappable_labels(minilm_classifier_dir):
+    sp = registry.create("hf", "h", ["Bullish", "Bearish", "Flat"], False,
+                         {"checkpoint": str(minilm_classifier_dir), "label_map": {"NEU": "Flat"}})
+    assert sp.predict_proba(["stocks up"]).shape == (1, 3)
+    bad = registry.create("hf", "h", ["Spam", "Ham"], False, {"checkpoint": str(minilm_classifier_dir)})
+    with pytest.raises(ValueError, match="cover no"):
+        bad.predict_proba(["x"])
+
+
+def test_hf_fine_tune_replaces_head_and_round_trips(tmp_path, minilm_classifier_dir):
+    from tests.conftest import topic_rows
+
+    labels = ["Sports", "Politics", "Tech"]  # nothing maps from NEG/NEU/POS: training installs a new head
+    rows = [r for r in topic_rows(260, seed=3) if len(r["label"]) == 1]
+    texts = [r["text"] for r in rows]
+    y = np.array([labels.index(r["label"][0]) for r in rows])
+    sp = registry.create("hf", "h", labels, False,
+                         {"checkpoint": str(minilm_classifier_dir), "mode": "full", "epochs": 3, "lr": 1e-4},
+                         dtype="float32")
+    sp.fit(texts[:120], y[:120])
+    p = sp.predict_proba(texts[120:])
+    assert (p.argmax(1) == y[120:]).mean() > 0.8
+    assert sp.model.config.id2label == {0: "Sports", 1: "Politics", 2: "Tech"}
+    version = sp.save(tmp_path / "h")
+    again = registry.load(tmp_path / "h", dtype="float32")
+    assert again.version == version
+    np.testing.assert_allclose(again.predict_proba(texts[120:]), p, atol=1e-4)
+
+
+def test_unavailable_checkpoint_says_how_to_get_it_offline():
+    sp = registry.create("hf", "h", LABELS, False, {"checkpoint": "no-such-org/no-such-model"})
+    with pytest.raises(CheckpointUnavailable, match="(?s)no-such-org/no-such-model.*local directory"):
+        sp.predict_proba(["x"])
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ValueError, match="unknown specialist family 'svm'"):
+        registry.create("svm", "x", LABELS, False)

@@ -1,0 +1,53 @@
+"""Event and project records on both supported databases: SQLite (embedded) and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from backend.store import Store
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield Store(f"sqlite:///{tmp_path}/events.db")
+        return
+    name = f"aa_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    s = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    yield s
+    s.engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name}"))
+    admin.dispose()
+
+
+def test_events_are_stored_verbatim_with_their_ids(store):
+    body = {"action": "ANNOTATION_CREATED", "project": {"id": 3}, "task": {"id": 11}, "annotation": {"id": 5}}
+    raw = json.dumps(body)
+    eid = store.record_event("ANNOTATION_CREATED", raw, body)
+    store.record_event("START_TRAINING", '{"action": "START_TRAINING", "project": {"id": 3}}', {"project": {"id": 3}})
+    store.record_event("INVALID_PAYLOAD", "{oops", None)
+    (row,) = store.events(action="ANNOTATION_CREATED")
+    assert row["id"] == eid and row["payload"] == raw
+    assert (row["project_id"], row["task_id"], row["annotation_id"]) == ("3", 11, 5)
+    assert len(store.events(project_id="3")) == 2
+    assert store.event_counts() == {"ANNOTATION_CREATED": 1, "START_TRAINING": 1, "INVALID_PAYLOAD": 1}
+
+
+def test_projects_upsert_only_on_change(store):
+    controls = [{"control": "sentiment", "model_version": None}]
+    store.note_project("7", "h1", None, controls, [])
+    store.note_project("7", "h1", None, controls, [])
+    store.note_project("7", "h2", "aa-1", [{"control": "sentiment", "model_version": "aa-1"}], ["<Labels>"])
+    (p,) = store.projects()
+    assert p["project_id"] == "7" and p["model_version"] == "aa-1" and p["unsupported"] == ["<Labels>"]
+    assert p["controls"][0]["model_version"] == "aa-1"
