@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from backend import metrics
+from backend.bundles import BundleRef
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
 from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
 from backend.settings import Settings
 from backend.store import Store
+from finetune.intake import Intake
+from finetune.jobs import TrainingJobs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,23 @@ class AutoAnnotatorModel:
         self.settings = settings or Settings.from_env()
         self.registry = registry or ModelRegistry(self.settings)
         self.store = store or Store(self.settings.database_url)
+        self.intake = Intake(self.store, self.settings, self._project_has_bundle)
+        self.jobs = TrainingJobs(self.store, self.settings)
+        self._background = None
+        self._background_lock = threading.Lock()
+
+    def _ensure_background(self) -> None:
+        """Start the learning loop once per process, lazily: threads do not survive gunicorn's fork."""
+        bg = self._background
+        if bg is not None and bg.pid == os.getpid() and bg.is_alive():
+            return
+        with self._background_lock:
+            bg = self._background
+            if bg is None or bg.pid != os.getpid() or not bg.is_alive():
+                from finetune.worker import Background
+
+                self._background = Background(self.settings, self.store)
+                self._background.start()
 
     # -- label space ---------------------------------------------------------------------------
     def _space(self, label_config: Any) -> LabelSpace:
@@ -49,19 +71,39 @@ class AutoAnnotatorModel:
         except LabelConfigError as exc:
             raise ApiError(str(exc), status=422) from exc
 
-    def _note(self, project: Any, space: LabelSpace, resolved: list) -> str:
+    def _resolve(self, project: Any, space: LabelSpace) -> list[tuple[ChoiceControl, BundleRef | None]]:
+        """Each control's serving bundle; one that shares fewer than two labels with the control does not count."""
+        out = []
+        for control, ref in self.registry.resolve(space, project_key(project)):
+            out.append((control, ref if ref is not None and self.registry.columns(ref, control) else None))
+        return out
+
+    def _note(self, project: Any, space: LabelSpace, resolved: list, label_config: str) -> str:
         version = combined_version([r for _, r in resolved if r is not None])
         controls = [{"control": c.name, "labels": list(c.labels), "multiple": c.multiple,
-                     "bundle_key": c.bundle_key, "model_version": r.version if r else None} for c, r in resolved]
-        self.store.note_project(project_key(project), space.config_hash, version, controls, list(space.unsupported))
+                     "bundle_key": r.key if r else c.bundle_key, "model_version": r.version if r else None}
+                    for c, r in resolved]
+        self.store.note_project(project_key(project), space.config_hash, version, controls, list(space.unsupported),
+                                label_config)
         return version
+
+    def _project_has_bundle(self, project_id: str) -> bool:
+        project = self.store.project(project_id)
+        if not project or not project.get("label_config"):
+            return False
+        try:
+            space = parse_label_config(project["label_config"])
+        except LabelConfigError:
+            return False
+        return any(ref is not None for _, ref in self._resolve(project_id, space))
 
     # -- contract ------------------------------------------------------------------------------
     def setup(self, project: Any, label_config: Any, extra_params: Any = None) -> dict[str, Any]:
         """Cheap: parse (cached), look up CURRENT pointers (cached), warm models in the background."""
+        self._ensure_background()
         space = self._space(label_config)
-        resolved = self.registry.resolve(space)
-        version = self._note(project, space, resolved)
+        resolved = self._resolve(project, space)
+        version = self._note(project, space, resolved, label_config)
         self.registry.warm([r for _, r in resolved if r is not None])
         out: dict[str, Any] = {"model_version": version}
         missing = [c.name for c, r in resolved if r is None]
@@ -80,8 +122,8 @@ class AutoAnnotatorModel:
             raise PayloadTooLarge(f"{len(tasks)} tasks in one request; the limit is "
                                   f"{self.settings.max_tasks_per_request} (MAX_TASKS_PER_REQUEST)")
         space = self._space(label_config)
-        resolved = self.registry.resolve(space)
-        version = self._note(project, space, resolved)
+        resolved = self._resolve(project, space)
+        version = self._note(project, space, resolved, label_config)
         served = [(c, r) for c, r in resolved if r is not None]
         if not tasks:
             return []
@@ -93,22 +135,31 @@ class AutoAnnotatorModel:
         scores: list[list[float]] = [[] for _ in tasks]
         for control, ref in served:
             ensemble = self.registry.ensemble(ref)
+            columns = self.registry.columns(ref, control) or []
+            idx, names = [c for c, _ in columns], [n for _, n in columns]
             texts = texts_by_control[control.name]
             for start in range(0, len(texts), _CHUNK):
-                for i, d in enumerate(ensemble.predict(texts[start : start + _CHUNK]), start):
+                for i, d in enumerate(ensemble.predict(texts[start : start + _CHUNK], idx), start):
                     scores[i].append(d.confidence)
                     metrics.CONFIDENCE.observe(d.confidence)
                     if d.labels:
-                        regions[i].append(self._region(control, [ensemble.labels[j] for j in d.labels], d.confidence))
+                        regions[i].append(self._region(control, [names[j] for j in d.labels], d.confidence))
             metrics.TASKS_PREDICTED.labels(control.name).inc(len(texts))
         metrics.BUNDLES_LOADED.set(len(self.registry.loaded()))
-        return [{"model_version": version, "score": round(min(s), 4), "result": r} for r, s in zip(regions, scores)]
+        return [{"model_version": version, "score": round(min(s), 4), "result": r}
+                for r, s in zip(regions, scores, strict=True)]
 
     def fit(self, event: str, data: dict[str, Any] | None, raw: str) -> dict[str, Any]:
-        """Record the webhook event durably; learning from it is the continual-learning worker's job."""
+        """Record the event, then turn it into corrections / training requests; training runs elsewhere."""
         event_id = self.store.record_event(event, raw, data)
         metrics.WEBHOOK_EVENTS.labels(event[:64]).inc()
-        return {"status": "ok", "event_id": event_id, "action": event}
+        out: dict[str, Any] = {"status": "ok", "event_id": event_id, "action": event}
+        if data:
+            self._ensure_background()
+            out.update(self.intake.handle(event, data, event_id))
+            if "training_job" in out and self._background is not None:
+                self._background.wake.set()
+        return out
 
     # -- helpers -------------------------------------------------------------------------------
     def _texts(self, tasks: Sequence[Any], control: ChoiceControl) -> list[str]:
@@ -145,11 +196,11 @@ class AutoAnnotatorModel:
     def health(self) -> dict[str, Any]:
         store = self.registry.store
         bundles = {k: (r.version if (r := store.current(k)) else None) for k in store.keys()}
-        untrained = [
-            {"project": p["project_id"], "controls": [c["control"] for c in p["controls"] or [] if not c["model_version"]]}
-            for p in self.store.projects()
-            if any(not c["model_version"] for c in p["controls"] or [])
-        ]
+        untrained = []
+        for p in self.store.projects():
+            missing = [c["control"] for c in p["controls"] or [] if not c["model_version"]]
+            if missing:
+                untrained.append({"project": p["project_id"], "controls": missing})
         return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
                 "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
                 "untrained_version": UNTRAINED_VERSION}

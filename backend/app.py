@@ -132,6 +132,18 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
             return jsonify(error="webhook body has no 'action'", status=400, event_id=event_id), 400
         return jsonify(model.fit(action, body, text)), 200
 
+    @app.get("/jobs")
+    def jobs() -> Response:
+        project = request.args.get("project")
+        return jsonify(jobs=model.jobs.list(project_id=project.split(".")[0] if project else None))
+
+    @app.get("/jobs/<int:job_id>")
+    def job(job_id: int) -> Response:
+        found = model.jobs.get(job_id)
+        if found is None:
+            raise ApiError(f"no training job {job_id}", status=404)
+        return jsonify(found)
+
     @app.get("/versions")
     def versions() -> Response:
         return jsonify(versions=model.versions())

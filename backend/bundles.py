@@ -102,13 +102,40 @@ class BundleStore:
             self.promote(manifest.key, manifest.version)
         return BundleRef(manifest.key, manifest.version, final)
 
-    def promote(self, key: str, version: str) -> None:
+    def promote(self, key: str, version: str, action: str = "promote", **note: Any) -> None:
         if not (self._key_dir(key) / "versions" / version / MANIFEST).exists():
             raise FileNotFoundError(f"bundle {key}/{version} does not exist")
         fd, tmp = tempfile.mkstemp(dir=self._key_dir(key), prefix=".current-")
         with os.fdopen(fd, "w") as fh:
             fh.write(version)
         os.replace(tmp, self._key_dir(key) / "CURRENT")
+        self._log(key, {"version": version, "action": action, **note})
+
+    def _log(self, key: str, entry: dict[str, Any]) -> None:
+        with (self._key_dir(key) / "HISTORY").open("a") as fh:
+            fh.write(json.dumps({**entry, "at": time.time()}) + "\n")
+
+    def history(self, key: str) -> list[dict[str, Any]]:
+        path = self._key_dir(key) / "HISTORY"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def rollback(self, key: str) -> str | None:
+        """Serve the version promoted before the current one; with none, stop serving this key (a
+        project bundle then falls back to the shared bundle of its label set). Returns what serves now."""
+        current = self.current(key)
+        if current is None:
+            raise FileNotFoundError(f"nothing is served for {key}: no rollback possible")
+        history = self.history(key)
+        rolled_back = {e["from"] for e in history if e["action"] == "rollback" and "from" in e} | {current.version}
+        earlier = [e["version"] for e in history if e["action"] == "promote" and e["version"] not in rolled_back]
+        if earlier:
+            self.promote(key, earlier[-1], action="rollback", **{"from": current.version})
+            return earlier[-1]
+        os.remove(self._key_dir(key) / "CURRENT")
+        self._log(key, {"version": None, "action": "rollback", "from": current.version})
+        return None
 
     def current(self, key: str) -> BundleRef | None:
         try:

@@ -94,7 +94,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     key = parse_label_config(config).controls[0].data_key
     tasks = [{"id": i, "data": {key: t}} for i, t in enumerate(texts)]
     results = AutoAnnotatorModel(settings).predict(tasks, config, project="cli")
-    for text, res in zip(texts, results):
+    for text, res in zip(texts, results, strict=True):
         print(json.dumps({"text": text, "prediction": res}, ensure_ascii=False))
 
 
@@ -105,6 +105,34 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
     for key in store.keys():
         cur = store.current(key)
         print(json.dumps({"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}))
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from finetune.worker import run_rq_worker
+
+    run_rq_worker(settings, burst=args.burst)
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.bundles import BundleStore
+    from backend.labelconfig import project_bundle_key
+
+    store = BundleStore(settings.model_dir)
+    key = args.key or project_bundle_key(args.project, args.control)
+    try:
+        now = store.rollback(key)
+    except FileNotFoundError as exc:
+        sys.exit(str(exc))
+    print(json.dumps({"bundle_key": key, "current": now,
+                      "note": None if now else "no earlier version: the shared bundle for the label set serves"}))
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.store import Store
+    from finetune.jobs import TrainingJobs
+
+    for job in TrainingJobs(Store(settings.database_url), settings).list(project_id=args.project):
+        print(json.dumps(job, default=str))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bundles", help="list trained bundles and their versions")
     b.set_defaults(func=cmd_bundles)
+
+    w = sub.add_parser("worker", help="run an rq worker for training jobs (needs REDIS_URL)")
+    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    w.set_defaults(func=cmd_worker)
+
+    rb = sub.add_parser("rollback", help="serve the previously promoted version again")
+    rb.add_argument("--project", help="Label Studio project id")
+    rb.add_argument("--control", default="", help="<Choices name> of the project's bundle")
+    rb.add_argument("--key", help="a bundle key instead of project+control")
+    rb.set_defaults(func=cmd_rollback)
+
+    j = sub.add_parser("jobs", help="list training jobs")
+    j.add_argument("--project")
+    j.set_defaults(func=cmd_jobs)
     return p
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundles import BundleRef, Manifest
-from backend.decision.voting import Decision, decide
+from backend.decision.voting import Decision, decide, restrict
 from backend.specialists import registry
 from backend.specialists.base import Specialist
 
@@ -32,11 +32,15 @@ class Ensemble:
         """Each specialist's (n, k) probabilities: one batched pass per specialist."""
         return [s.predict_proba(texts) for s in self.specialists]
 
-    def predict(self, texts: Sequence[str]) -> list[Decision]:
+    def predict(self, texts: Sequence[str], columns: Sequence[int] | None = None) -> list[Decision]:
+        """Decisions over all labels, or over `columns` only (label indices into the decision's labels)."""
         if not texts:
             return []
         m = self.manifest
-        return decide(self.probabilities(texts), self.weights, m.temperature, m.multiple, m.threshold)
+        probas = self.probabilities(texts)
+        if columns is not None and list(columns) != list(range(len(self.labels))):
+            probas = restrict(probas, columns, m.multiple)
+        return decide(probas, self.weights, m.temperature, m.multiple, m.threshold)
 
 
 def load_ensemble(ref: BundleRef, manifest: Manifest, **runtime: Any) -> Ensemble:

@@ -57,6 +57,11 @@ def bundle_key(labels: tuple[str, ...] | list[str], multiple: bool) -> str:
     return f"{mode}__{slug}"
 
 
+def project_bundle_key(project_id: str, control: str) -> str:
+    """A project's own bundle for one control: trained from its corrections, preferred when present."""
+    return f"project-{normalise_label(str(project_id)) or 'unknown'}__{normalise_label(control) or 'control'}"
+
+
 def parse_label_config(config: str) -> LabelSpace:
     """Parse once per distinct config (it is cached): /setup is called on nearly every LS page view."""
     if not isinstance(config, str) or not config.strip():

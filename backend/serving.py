@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from backend.bundles import BundleRef, BundleStore
-from backend.labelconfig import ChoiceControl, LabelSpace
+from backend.labelconfig import ChoiceControl, LabelSpace, normalise_label, project_bundle_key
 from backend.settings import Settings
 
 if TYPE_CHECKING:  # the ensemble module pulls in the specialists; keep it off the HTTP import path
@@ -42,6 +42,8 @@ class ModelRegistry:
         self.store = BundleStore(settings.model_dir)
         self._current: dict[str, tuple[float, BundleRef | None]] = {}
         self._ensembles: dict[tuple[str, str], Ensemble] = {}
+        self._labels: dict[tuple[str, str], list[str]] = {}
+        self._keys: tuple[float, list[str]] | None = None
         self._load_lock = threading.Lock()
         self.loads = 0
 
@@ -53,8 +55,47 @@ class ModelRegistry:
             self._current[key] = cached
         return cached[1]
 
-    def resolve(self, space: LabelSpace) -> list[tuple[ChoiceControl, BundleRef | None]]:
-        return [(c, self.current(c.bundle_key)) for c in space.controls]
+    def resolve(self, space: LabelSpace, project_id: str | None = None) -> list[tuple[ChoiceControl, BundleRef | None]]:
+        """Per control: the project's own bundle if it has one, else the shared one for its label set."""
+        out = []
+        for c in space.controls:
+            ref = self.current(project_bundle_key(project_id, c.name)) if project_id else None
+            out.append((c, ref or self.current(c.bundle_key) or self._closest_shared(c)))
+        return out
+
+    def _closest_shared(self, control: ChoiceControl) -> BundleRef | None:
+        """A shared bundle of the same mode sharing the most labels (at least two) with the control:
+        adding or removing one choice must not leave a project without predictions."""
+        now = time.monotonic()
+        if self._keys is None or now - self._keys[0] > max(self.settings.bundle_refresh_seconds, 1.0):
+            self._keys = (now, [k for k in self.store.keys() if not k.startswith("project-")])
+        mode = control.bundle_key.split("__")[0]
+        wanted = {normalise_label(x) for x in control.labels}
+        best: tuple[int, str] | None = None
+        for key in self._keys[1]:
+            if not key.startswith(mode + "__"):
+                continue
+            overlap = len(wanted & set(key.split("__", 1)[1].split("_")))
+            if overlap >= 2 and (best is None or overlap > best[0]):
+                best = (overlap, key)
+        return self.current(best[1]) if best else None
+
+    def columns(self, ref: BundleRef, control: ChoiceControl) -> list[tuple[int, str]] | None:
+        """(bundle label index, control label) for the labels both know; None if fewer than two.
+
+        A project bundle trained before its config changed still serves: a removed choice is
+        never predicted, a new one waits for the next training stage.
+        """
+        labels = self.labels_of(ref)
+        index = {normalise_label(x): i for i, x in enumerate(labels)}
+        pairs = [(index[normalise_label(x)], x) for x in control.labels if normalise_label(x) in index]
+        return pairs if len(pairs) >= 2 else None
+
+    def labels_of(self, ref: BundleRef) -> list[str]:
+        key = (ref.key, ref.version)
+        if key not in self._labels:
+            self._labels[key] = self.store.manifest(ref).labels
+        return self._labels[key]
 
     def ensemble(self, ref: BundleRef) -> Ensemble:
         key = (ref.key, ref.version)

@@ -41,6 +41,23 @@ class Settings:
     bundle_refresh_seconds: float = 2.0
     # Train the shipped sample bundle when none exists (the README's run command).
     bootstrap_default_bundle: bool = True
+    # Continual learning (finetune/): queue, policy, gate.
+    redis_url: str = ""  # empty: an in-process worker thread (the embedded default)
+    queue_name: str = "autoannotator"
+    train_every_n: int = 20
+    bootstrap_min_annotations: int = 10
+    holdout_every: int = 5  # every 5th annotated task (by hash) is frozen holdout for the gate
+    gate_margin: float = 0.02
+    replay_size: int = 2000
+    human_weight: float = 3.0
+    llm_weight: float = 1.0
+    finetune_mode: str = "head"  # head | full, for hf specialists
+    finetune_lr: float = 0.0  # 0: the family's default
+    finetune_epochs: int = 0  # 0: the family's default
+    finetune_batch_size: int = 0  # 0: the family's default
+    job_stale_seconds: float = 60.0  # a running job without a heartbeat this long is retried
+    job_max_attempts: int = 3
+    dispatch_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     Integer,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -51,10 +53,50 @@ projects = Table(
     metadata,
     Column("project_id", String(64), primary_key=True),
     Column("config_hash", String(32)),
+    Column("label_config", Text),
     Column("controls", JSON),  # [{control, labels, multiple, bundle_key, model_version|null}]
     Column("model_version", String(128)),
     Column("unsupported", JSON),
     Column("updated_at", Float),
+)
+
+
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("task_id", Integer, index=True),
+    Column("annotation_id", Integer),  # null for LLM-settled labels
+    Column("control", String(255), nullable=False),
+    Column("choices", JSON, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("annotator", String(255)),
+    Column("source", String(16), nullable=False),  # human | llm
+    Column("holdout", Boolean, nullable=False, default=False),  # frozen: never trained on, used by the gate
+    Column("retracted", Boolean, nullable=False, default=False),
+    Column("changed_seq", Integer, nullable=False),  # webhook event id of the last change: orders "new" data
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("project_id", "annotation_id", "control", name="uq_correction_annotation"),
+)
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),  # pending|queued|running|promoted|rejected|failed|skipped
+    Column("reason", String(255)),  # why it was asked for
+    Column("outcome", Text),  # why it ended as it did
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("rq_job_id", String(64)),
+    Column("data_seq", Integer),  # highest correction changed_seq it trained on
+    Column("versions", JSON),  # {control: version} it produced
+    Column("requested_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("heartbeat_at", Float),
+    Column("finished_at", Float),
 )
 
 
@@ -120,7 +162,7 @@ class Store:
 
     # -- projects ------------------------------------------------------------------------------
     def note_project(self, project_id: str, config_hash: str, model_version: str | None,
-                     controls: list[dict[str, Any]], unsupported: list[str]) -> None:
+                     controls: list[dict[str, Any]], unsupported: list[str], label_config: str | None = None) -> None:
         """Upsert only on change: /setup runs on nearly every Label Studio page view."""
         state = (config_hash, model_version)
         with self._lock:
@@ -129,10 +171,32 @@ class Store:
             self._project_cache[project_id] = state
         values = {"config_hash": config_hash, "model_version": model_version, "controls": controls,
                   "unsupported": unsupported, "updated_at": time.time()}
+        if label_config is not None:
+            values["label_config"] = label_config
         with self.engine.begin() as conn:
             done = conn.execute(update(projects).where(projects.c.project_id == project_id).values(**values))
             if done.rowcount == 0:
                 conn.execute(insert(projects).values(project_id=project_id, **values))
+
+    def project(self, project_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(projects).where(projects.c.project_id == project_id)).first()
+        return dict(row._mapping) if row else None
+
+    def set_label_config(self, project_id: str, label_config: str, config_hash: str) -> bool:
+        """Record a project's config from a PROJECT_UPDATED webhook; True if it changed."""
+        current = self.project(project_id)
+        if current and current.get("config_hash") == config_hash:
+            return False
+        with self._lock:
+            self._project_cache.pop(project_id, None)
+        with self.engine.begin() as conn:
+            values = {"label_config": label_config, "config_hash": config_hash, "updated_at": time.time()}
+            if current:
+                conn.execute(update(projects).where(projects.c.project_id == project_id).values(**values))
+            else:
+                conn.execute(insert(projects).values(project_id=project_id, controls=[], unsupported=[], **values))
+        return True
 
     def projects(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

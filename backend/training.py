@@ -63,8 +63,16 @@ def train_bundle(
     holdout: float = 0.15,
     seed: int = 0,
     promote: bool = True,
+    key: str | None = None,
+    sample_weight: np.ndarray | None = None,
+    data_info: dict[str, Any] | None = None,
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
+    """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
+
+    `key` overrides the label-set key (project bundles); `sample_weight` weighs rows (in-domain
+    corrections above replayed source data); `data_info` is recorded in the manifest as provenance.
+    """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
     y = encode_targets(data, labels, multiple)
@@ -76,14 +84,15 @@ def train_bundle(
         tr, ho = train_test_split(idx, test_size=n_hold, random_state=seed, stratify=strat)
     else:
         tr, ho = idx, idx[:0]
-    key = bundle_key(labels, multiple)
+    key = key or bundle_key(labels, multiple)
+    weights_all = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     workdir = store.new_workdir(key)
     entries, probas, metrics = [], [], {"specialists": {}}
     try:
         for spec in specs:
             t0 = time.perf_counter()
             sp = registry.create(spec["family"], spec["name"], labels, multiple, spec.get("params"), **runtime)
-            sp.fit(list(texts[tr]), y[tr])
+            sp.fit(list(texts[tr]), y[tr], None if sample_weight is None else weights_all[tr])
             fit_s = time.perf_counter() - t0
             m: dict[str, Any] = {"fit_seconds": round(fit_s, 2)}
             if len(ho):
@@ -105,13 +114,13 @@ def train_bundle(
             pred = np.array([[int(j in d.labels) for j in range(len(labels))] for d in cal]) if multiple \
                 else np.array([d.labels[0] for d in cal])
             correct = np.all(pred == y[ho], axis=1) if multiple else pred == y[ho]
-            metrics["ensemble"] = _scores(y[ho], pred, multiple)
-            metrics["ensemble"]["ece_before"] = expected_calibration_error(np.array([d.confidence for d in raw]), correct)
-            metrics["ensemble"]["ece_after"] = expected_calibration_error(np.array([d.confidence for d in cal]), correct)
-            metrics["ensemble"]["unanimous_share"] = float(np.mean([d.unanimous for d in cal]))
-        metrics.update(n_train=int(len(tr)), n_holdout=int(len(ho)))
+            ens = metrics["ensemble"] = _scores(y[ho], pred, multiple)
+            ens["ece_before"] = expected_calibration_error(np.array([d.confidence for d in raw]), correct)
+            ens["ece_after"] = expected_calibration_error(np.array([d.confidence for d in cal]), correct)
+            ens["unanimous_share"] = float(np.mean([d.unanimous for d in cal]))
+        metrics.update(n_train=len(tr), n_holdout=len(ho))
         manifest = Manifest(key=key, labels=labels, multiple=multiple, specialists=entries, temperature=temperature,
-                            metrics=metrics, data={"source": data.source, "rows": len(texts)})
+                            metrics=metrics, data={"source": data.source, "rows": len(texts), **(data_info or {})})
         ref = store.commit(workdir, manifest, promote=promote)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,7 +1,7 @@
 """gunicorn entry point: `gunicorn backend.wsgi:app`."""
 
-from backend.logs import configure_logging
 from backend.app import create_app
+from backend.logs import configure_logging
 from backend.settings import Settings
 
 settings = Settings.from_env()

@@ -38,7 +38,7 @@ def test_unknown_config_is_named_in_a_422(client):
 
 
 def test_empty_or_missing_texts_are_rejected_with_their_task_ids(client):
-    body = {"tasks": _tasks("fine text", "   ") + [{"id": 9, "data": {"other": "x"}}, {"id": 10}],
+    body = {"tasks": [*_tasks("fine text", "   "), {"id": 9, "data": {"other": "x"}}, {"id": 10}],
             "label_config": SENTIMENT_XML}
     r = client.post("/predict", json=body)
     assert r.status_code == 422

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import CAPTURED, SENTIMENT_XML, ROOT, captured
+from tests.conftest import CAPTURED, ROOT, SENTIMENT_XML, captured
 
 PREDICT = "POST /predict (retrieve_tasks_predictions, batch of 2)"
 

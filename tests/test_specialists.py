@@ -105,7 +105,7 @@ def test_hf_fine_tune_replaces_head_and_round_trips(tmp_path, minilm_classifier_
 
 def test_unavailable_checkpoint_says_how_to_get_it_offline():
     sp = registry.create("hf", "h", LABELS, False, {"checkpoint": "no-such-org/no-such-model"})
-    with pytest.raises(CheckpointUnavailable, match="(?s)no-such-org/no-such-model.*local directory"):
+    with pytest.raises(CheckpointUnavailable, match=r"(?s)no-such-org/no-such-model.*local directory"):
         sp.predict_proba(["x"])
 
 

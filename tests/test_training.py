@@ -38,10 +38,10 @@ def test_default_bundle_has_three_calibrated_specialists(default_bundle, session
 
 def test_version_is_derived_from_parts_and_promotion_is_explicit(tmp_path, sample):
     store = BundleStore(tmp_path)
-    ref1, m1 = train_bundle(store, LABELS, False, sample, TFIDF)
+    ref1, _ = train_bundle(store, LABELS, False, sample, TFIDF)
     assert store.current(ref1.key).version == ref1.version
     shuffled = LabelledData(sample.texts[::-1], sample.labels[::-1], sample.source)
-    ref2, m2 = train_bundle(store, LABELS, False, shuffled, TFIDF, promote=False)
+    ref2, _ = train_bundle(store, LABELS, False, shuffled, TFIDF, promote=False)
     assert ref2.version != ref1.version  # other data, other weights, other version
     assert store.current(ref1.key).version == ref1.version  # not promoted
     store.promote(ref2.key, ref2.version)

@@ -68,6 +68,19 @@ def _confidence(p: np.ndarray, multiple: bool, threshold: float) -> np.ndarray:
     return p.max(axis=1)
 
 
+def restrict(probas: Sequence[np.ndarray], columns: Sequence[int], multiple: bool) -> list[np.ndarray]:
+    """Keep only `columns` (labels still in the project's config); single-choice rows are renormalised
+    so a removed label's mass goes to the remaining ones and it can never be predicted."""
+    out = []
+    for p in probas:
+        q = np.asarray(p, dtype=np.float64)[:, list(columns)]
+        if not multiple:
+            s = q.sum(axis=1, keepdims=True)
+            q = np.where(s > 0, q / np.where(s > 0, s, 1), 1.0 / q.shape[1])
+        out.append(q)
+    return out
+
+
 def decide(
     probas: Sequence[np.ndarray],
     weights: Sequence[float] | None = None,

@@ -69,7 +69,8 @@ _ENCODERS: dict[tuple[str, str, str], SentenceEncoder] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def shared_encoder(name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> SentenceEncoder:
+def shared_encoder(name_or_path: str, device: str = "auto", dtype: str = "auto",
+                   batch_size: int = 32) -> SentenceEncoder:
     """One encoder per (model, device, dtype) per process, however many specialists use it."""
     key = (name_or_path, device, dtype)
     with _ENCODERS_LOCK:

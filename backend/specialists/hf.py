@@ -94,7 +94,8 @@ class HFClassifierSpecialist(Specialist):
         with self._lock:
             self._ensure_loaded(need_projection=False)
             k = len(self.labels)
-            if [self.model.config.id2label.get(i) for i in range(k)] != self.labels or self.model.config.num_labels != k:
+            head_labels = [self.model.config.id2label.get(i) for i in range(k)]
+            if head_labels != self.labels or self.model.config.num_labels != k:
                 # A head over exactly the project's choices; the encoder body keeps its pretrained weights.
                 model = AutoModelForSequenceClassification.from_pretrained(
                     self._source, num_labels=k, id2label=dict(enumerate(self.labels)),
@@ -112,7 +113,8 @@ class HFClassifierSpecialist(Specialist):
             params = [p for p in self.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=float(self.params.get("lr", 5e-5 if full else 1e-3)))
             targets = torch.tensor(one_hot(y, k))
-            weights = torch.ones(len(texts)) if sample_weight is None else torch.tensor(sample_weight, dtype=torch.float32)
+            weights = (torch.ones(len(texts)) if sample_weight is None
+                       else torch.tensor(np.asarray(sample_weight), dtype=torch.float32))
             bs = int(self.params.get("train_batch_size", 16))
             gen = torch.Generator().manual_seed(int(self.params.get("seed", 0)))
             max_len = int(self.params.get("max_length", 128))

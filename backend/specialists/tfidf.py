@@ -47,7 +47,7 @@ class TfidfSpecialist(Specialist):
 
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
         self.pipeline = self._build()
-        kwargs = {} if sample_weight is None or self.multiple else {"clf__sample_weight": sample_weight}
+        kwargs = {} if sample_weight is None or self.multiple else {"clf__sample_weight": np.asarray(sample_weight)}
         self.pipeline.fit(list(texts), np.asarray(y), **kwargs)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""Webhook events → durable corrections and training requests, fast enough for Label Studio's 1 s
+webhook timeout: a few SQL statements and, at most, one Redis push; training never runs here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.settings import Settings
+from backend.store import Store
+from finetune.corrections import CorrectionLog, extract
+from finetune.jobs import TrainingJobs
+from finetune.policy import training_reason
+from finetune.trainer import policy_from
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+
+
+def project_id_of(body: dict[str, Any]) -> str | None:
+    project = body.get("project")
+    if isinstance(project, dict):
+        project = project.get("id")
+    return str(project).split(".")[0] if project not in (None, "") else None
+
+
+class Intake:
+    def __init__(self, store: Store, settings: Settings, has_bundle: Callable[[str], bool]):
+        self.store = store
+        self.corrections = CorrectionLog(store, settings.holdout_every)
+        self.jobs = TrainingJobs(store, settings)
+        self.policy = policy_from(settings)
+        self.has_bundle = has_bundle
+
+    def handle(self, action: str, body: dict[str, Any], event_id: int) -> dict[str, Any]:
+        pid = project_id_of(body)
+        if pid is None:
+            return {}
+        if action in ANNOTATION_EVENTS:
+            project = self.store.project(pid)
+            records = extract(body, project.get("label_config") if project else None)
+            out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id)}
+            job = self.maybe_train(pid)
+            if job:
+                out["training_job"] = job["id"]
+            return out
+        if action == "ANNOTATIONS_DELETED":
+            ids = [a.get("id") for a in body.get("annotations") or [] if isinstance(a, dict) and a.get("id")]
+            return {"retracted": self.corrections.retract(pid, ids, event_id) if ids else 0}
+        if action == "START_TRAINING":
+            return {"training_job": self.jobs.request(pid, "START_TRAINING")["id"]}
+        if action == "PROJECT_UPDATED":
+            project = body.get("project")
+            config = project.get("label_config") if isinstance(project, dict) else None
+            if isinstance(config, str):
+                try:
+                    space = parse_label_config(config)
+                except LabelConfigError:
+                    return {"label_config": "unsupported"}
+                return {"label_config_changed": self.store.set_label_config(pid, config, space.config_hash)}
+        return {}
+
+    def maybe_train(self, project_id: str) -> dict[str, Any] | None:
+        new = self.corrections.new_since(project_id, self.jobs.last_data_seq(project_id))
+        reason = training_reason(new, self.corrections.human_count(project_id), self.has_bundle(project_id),
+                                 self.policy)
+        return self.jobs.request(project_id, reason) if reason else None

@@ -1,0 +1,177 @@
+"""One continual-learning stage for a project: build the training set, fit a candidate bundle per
+control, gate it on the frozen human holdout, promote it or keep it aside with the reason.
+
+The candidate starts from the served bundle's recipe (same specialists and parameters), is trained
+on the project's human corrections (weighted up), LLM-settled labels (weighted lower) and a replay
+sample of the data the served bundle came from, and is written with `promote=False`: nothing a
+killed worker leaves behind is ever served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from backend.bundles import BundleRef, BundleStore, Manifest
+from backend.datasets import LabelledData, load_labelled
+from backend.labelconfig import ChoiceControl, normalise_label, parse_label_config, project_bundle_key
+from backend.settings import Settings
+from backend.store import Store
+from backend.training import DEFAULT_SPECIALISTS, train_bundle
+from finetune.corrections import CorrectionLog
+from finetune.policy import Policy, gate, replay_indices
+
+log = logging.getLogger(__name__)
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(train_every_n=settings.train_every_n, bootstrap_min=settings.bootstrap_min_annotations,
+                  human_weight=settings.human_weight, llm_weight=settings.llm_weight,
+                  replay_size=settings.replay_size, gate_margin=settings.gate_margin)
+
+
+@dataclass
+class StageOutcome:
+    status: str  # promoted | rejected | skipped
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    data_seq: int = 0
+
+
+def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: BundleRef | None,
+                      settings: Settings) -> list[dict[str, Any]]:
+    """The served bundle's specialists (family + params), with the fine-tuning knobs from settings."""
+    if manifest is None or ref is None:
+        return [dict(s) for s in DEFAULT_SPECIALISTS]
+    recipe = []
+    for entry in manifest.specialists:
+        spec = json.loads((ref.path / "specialists" / entry.name / "specialist.json").read_text())
+        params = dict(spec.get("params") or {})
+        if entry.family == "hf":
+            # Continue from the served weights rather than the original hub checkpoint.
+            params["checkpoint"] = str(ref.path / "specialists" / entry.name / "checkpoint")
+            params["mode"] = settings.finetune_mode
+            for knob, key in (("finetune_lr", "lr"), ("finetune_epochs", "epochs"),
+                              ("finetune_batch_size", "train_batch_size")):
+                if getattr(settings, knob):
+                    params[key] = getattr(settings, knob)
+        recipe.append({"name": entry.name, "family": entry.family, "params": params, "weight": entry.weight})
+    return recipe
+
+
+def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Policy) -> tuple[LabelledData, dict]:
+    """Rows of the data the served bundle was trained on, for labels the control still has."""
+    empty = LabelledData([], [], "")
+    if manifest is None:
+        return empty, {}
+    info = manifest.data.get("replay_source") or {k: manifest.data.get(k) for k in
+                                                  ("source", "text_col", "label_col", "label_map")}
+    source = info.get("source")
+    if not source or not Path(source).exists():
+        return empty, {}
+    try:
+        data = load_labelled(source, info.get("text_col") or "text", info.get("label_col") or "label",
+                             info.get("label_map"), control.name, control.multiple)
+    except (ValueError, OSError) as exc:
+        log.warning("replay source %s unreadable: %s", source, exc)
+        return empty, {}
+    known = {normalise_label(x) for x in control.labels}
+    keep = [i for i, names in enumerate(data.labels) if names and all(normalise_label(x) in known for x in names)]
+    keep = [keep[i] for i in replay_indices(len(keep), policy.replay_size)]
+    return LabelledData([data.texts[i] for i in keep], [data.labels[i] for i in keep], source), info
+
+
+def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, rows: list[dict], settings: Settings
+               ) -> float | None:
+    """Macro-F1 of a bundle on held-out human labels, over the control's labels it knows."""
+    if not rows:
+        return None
+    from backend.ensemble import load_ensemble
+
+    manifest = bundles.manifest(ref)
+    index = {normalise_label(x): i for i, x in enumerate(manifest.labels)}
+    cols = [index[normalise_label(x)] for x in control.labels if normalise_label(x) in index]
+    names = [manifest.labels[c] for c in cols]
+    if len(cols) < 2:
+        return None
+    ensemble = load_ensemble(ref, manifest, **settings.runtime)
+    decisions = ensemble.predict([r["text"] for r in rows], cols)
+    pos = {normalise_label(x): j for j, x in enumerate(names)}
+    if control.multiple:
+        gold = np.zeros((len(rows), len(cols)), dtype=int)
+        pred = np.zeros_like(gold)
+        for i, (r, d) in enumerate(zip(rows, decisions, strict=True)):
+            for c in r["choices"]:
+                if normalise_label(c) in pos:
+                    gold[i, pos[normalise_label(c)]] = 1
+            for j in d.labels:
+                pred[i, j] = 1
+        return float(f1_score(gold, pred, average="macro", zero_division=0))
+    gold1 = [pos.get(normalise_label(r["choices"][0]), -1) for r in rows]
+    pred1 = [d.labels[0] for d in decisions]
+    return float(f1_score(gold1, pred1, average="macro", labels=list(range(len(cols))), zero_division=0))
+
+
+def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome:
+    project = store.project(project_id)
+    if not project or not project.get("label_config"):
+        return StageOutcome("skipped", [f"project {project_id}: no label config known yet (no /setup or "
+                                        "PROJECT_UPDATED seen)"])
+    space = parse_label_config(project["label_config"])
+    bundles = BundleStore(settings.model_dir)
+    corrections = CorrectionLog(store, settings.holdout_every)
+    policy = policy_from(settings)
+    out = StageOutcome("skipped")
+    trained = promoted = 0
+    for control in space.controls:
+        known = {normalise_label(x) for x in control.labels}
+        # A choice removed from the config drops its rows; single choice needs exactly one label.
+        rows = [r for r in corrections.rows(project_id, control.name)
+                if all(normalise_label(c) in known for c in r["choices"])
+                and (control.multiple or len(r["choices"]) == 1)]
+        out.data_seq = max([out.data_seq, *(r["changed_seq"] for r in rows)])
+        train_rows = [r for r in rows if not r["holdout"]]
+        holdout_rows = [r for r in rows if r["holdout"] and r["source"] == "human"]
+        human = [r for r in train_rows if r["source"] == "human"]
+        key = project_bundle_key(project_id, control.name)
+        current = bundles.current(key) or bundles.current(control.bundle_key)
+        if not human or (current is None and len(human) < policy.bootstrap_min):
+            out.notes.append(f"{control.name}: {len(human)} human corrections, not enough to train")
+            continue
+        manifest = bundles.manifest(current) if current else None
+        replay, replay_info = replay_data(manifest, control, policy)
+        llm = [r for r in train_rows if r["source"] == "llm"]
+        texts = [r["text"] for r in human + llm] + replay.texts
+        labels = [list(r["choices"]) for r in human + llm] + replay.labels
+        weights = np.array([policy.human_weight] * len(human) + [policy.llm_weight] * len(llm)
+                           + [policy.replay_weight] * len(replay.texts))
+        info = {"corrections": [r["id"] for r in human], "llm_corrections": [r["id"] for r in llm],
+                "holdout": [r["id"] for r in holdout_rows], "replay_rows": len(replay.texts),
+                "replay_source": replay_info, "base_version": current.version if current else None,
+                "project": project_id, "control": control.name}
+        ref, _ = train_bundle(bundles, control.labels, control.multiple,
+                              LabelledData(texts, labels, f"project {project_id} corrections"),
+                              specialist_recipe(manifest, bundles, current, settings), promote=False, key=key,
+                              sample_weight=weights, data_info=info, **settings.runtime)
+        trained += 1
+        cand = holdout_f1(bundles, ref, control, holdout_rows, settings)
+        cur = holdout_f1(bundles, current, control, holdout_rows, settings) if current else None
+        verdict = gate(cand, cur, len(holdout_rows), policy)
+        (ref.path / "gate.json").write_text(json.dumps({"candidate_macro_f1": cand, "current_macro_f1": cur,
+                                                        "current": current.version if current else None,
+                                                        "holdout": len(holdout_rows), "promoted": verdict.promote,
+                                                        "reason": verdict.reason}, indent=2))
+        if verdict.promote:
+            bundles.promote(key, ref.version)
+            out.versions[control.name] = ref.version
+            promoted += 1
+        out.notes.append(f"{control.name}: {ref.version} {'promoted' if verdict.promote else 'kept aside'} "
+                         f"({verdict.reason})")
+    out.status = "promoted" if promoted else ("rejected" if trained else "skipped")
+    return out
