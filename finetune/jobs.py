@@ -12,10 +12,10 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, select, update
 
 from backend.settings import Settings
-from backend.store import Store, training_jobs
+from backend.store import Store, corrections, training_jobs
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,13 @@ class TrainingJobs:
                 training_jobs.c.status == "running")).scalar()
             if running:
                 return False  # one running job per project; this one stays waiting
+            # What the stage is about to read: corrections after this are "new" for the next trigger.
+            seen = select(func.coalesce(func.max(corrections.c.changed_seq), 0)).where(
+                corrections.c.project_id == training_jobs.c.project_id).scalar_subquery()
             done = conn.execute(update(training_jobs).where(and_(
                 training_jobs.c.id == job_id, training_jobs.c.status.in_(WAITING))).values(
-                status="running", attempts=training_jobs.c.attempts + 1, started_at=now, heartbeat_at=now))
+                status="running", attempts=training_jobs.c.attempts + 1, started_at=now, heartbeat_at=now,
+                data_seq=seen))
             return done.rowcount == 1
 
     def claim_next(self) -> int | None:
@@ -144,9 +148,9 @@ class TrainingJobs:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def last_data_seq(self, project_id: str) -> int:
-        """The newest change any finished stage trained on: corrections after it are 'new'."""
+        """The newest change a running or finished stage trains on: corrections after it are 'new'."""
         q = select(func.max(training_jobs.c.data_seq)).where(
             training_jobs.c.project_id == project_id,
-            or_(training_jobs.c.status == "promoted", training_jobs.c.status == "rejected"))
+            training_jobs.c.status.in_(("running", "promoted", "rejected")))
         with self.store.engine.connect() as conn:
             return int(conn.execute(q).scalar() or 0)
