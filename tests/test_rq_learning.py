@@ -151,7 +151,7 @@ def annotate(client, pid: int, n: int, skip: int = 0) -> list[dict]:
 
 
 def test_webhook_to_worker_to_new_version_with_fast_webhooks(env, tmp_path):
-    settings, base, client, worker_env = env
+    _, base, client, worker_env = env
     pid = 21
     assert setup_version(client, pid) == base.version
     job_id = annotate(client, pid, 20)[-1]["training_job"]
