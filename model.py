@@ -201,9 +201,11 @@ class AutoAnnotatorModel:
             missing = [c["control"] for c in p["controls"] or [] if not c["model_version"]]
             if missing:
                 untrained.append({"project": p["project_id"], "controls": missing})
+        learning = {"queue": "rq" if self.settings.redis_url else "in-process",
+                    **{status: len(self.jobs.list(status=status)) for status in ("pending", "queued", "running")}}
         return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
                 "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
-                "untrained_version": UNTRAINED_VERSION}
+                "untrained_version": UNTRAINED_VERSION, "learning": learning}
 
     def versions(self) -> list[str]:
         store = self.registry.store
