@@ -41,6 +41,17 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def env_pairs(pairs: Sequence[str] | None) -> dict[str, str]:
+    """--server-env KEY=VALUE options as a dict (e.g. OMP_NUM_THREADS=1, MALLOC_ARENA_MAX=2)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--server-env wants KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,7 +119,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see the log {self.log.name}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if requests.get(self.url + "/health", timeout=2).ok:
                     return self
@@ -116,7 +127,11 @@ class Server:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f}s; see {self.log.name}")
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -205,6 +220,10 @@ def machine() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"cpu_model": model, "cpus": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "backend", "model.py", "finetune"], cwd=REPO,
+                           capture_output=True, text=True).stdout.splitlines()
+    return {"git_head": git.strip(), "uncommitted_backend_files": dirty, "cpu_model": model, "cpus": os.cpu_count(),
+            "avx512_bf16": "avx512_bf16" in flags,
             "python": platform.python_version(), "packages": versions, "gpu": None,
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}

@@ -40,6 +40,7 @@ from benchlib import (
     bench_env,
     cpu_seconds,
     ensure_bundle,
+    env_pairs,
     free_port,
     latency_summary,
     load_texts,
@@ -157,6 +158,8 @@ def main() -> int:
     p.add_argument("--ratio-seconds", type=float, default=4.0, help="seconds of ours per round and mode")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--server-env", action="append", metavar="KEY=VALUE",
+                   help="extra environment for both servers, e.g. OMP_NUM_THREADS=1 (repeatable)")
     args = p.parse_args()
 
     texts = load_texts(args.texts)
@@ -173,10 +176,13 @@ def main() -> int:
         if not (ckpt / "config.json").exists():
             subprocess.run([sys.executable, str(BENCH / "baseline_server.py"), "build", str(ckpt)], env=bench_env(),
                            stdout=log, stderr=log, check=True)
-        ours = stack.enter_context(Server.ours(data_dir, args.workers, args.threads, log))
+        extra = env_pairs(args.server_env)
+        ours = Server.ours(data_dir, args.workers, args.threads, log)
+        ours.env.update(extra)
+        stack.enter_context(ours)
         port = free_port()
-        baseline = stack.enter_context(Server("baseline", [sys.executable, str(BENCH / "baseline_server.py"), "serve",
-                                                           str(ckpt), "--port", str(port)], port, bench_env(), log))
+        cmd = [sys.executable, str(BENCH / "baseline_server.py"), "serve", str(ckpt), "--port", str(port)]
+        baseline = stack.enter_context(Server("baseline", cmd, port, bench_env(**extra), log))
         print(f"ours on {ours.url} (pid {ours.pid}), baseline on {baseline.url}", flush=True)
 
         pools = {b: BodyPool(texts, b, label_config, count) for b, count in ((1, 4000), (32, 200), (256, 40))}
