@@ -58,6 +58,26 @@ class Settings:
     job_stale_seconds: float = 60.0  # a running job without a heartbeat this long is retried
     job_max_attempts: int = 3
     dispatch_seconds: float = 2.0
+    # LLM review of hard samples (backend/llm/, backend/decision/routing.py, budget.py).
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    llm_model: str = ""  # empty: no LLM review; hard samples go to humans
+    llm_concurrency: int = 4
+    llm_timeout_seconds: float = 30.0
+    llm_max_retries: int = 2
+    llm_backoff_seconds: float = 0.5
+    llm_batch_seconds: float = 120.0
+    llm_budget_calls: int = 0  # per project; 0: unlimited
+    llm_budget_usd: float = 0.0  # per project; 0: unlimited
+    llm_prices: str = ""  # JSON {"model": [usd per 1M input tokens, per 1M output tokens]}
+    llm_cache_size: int = 10_000
+    llm_max_tokens: int = 64
+    llm_temperature: float = 0.0
+    llm_inline_seconds: float = 60.0  # review budget inside one /predict (Label Studio waits 100 s)
+    review_confidence_threshold: float = 0.0  # 0: disagreements only (the paper); 1.0: review everything
+    review_rule: str = "disagreement_or_confidence"
+    review_class_thresholds: str = ""  # JSON {"Neutral": 0.8}
+    review_guideline: str = ""
 
     def __post_init__(self) -> None:
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
@@ -74,7 +94,7 @@ class Settings:
     def runtime(self) -> dict[str, object]:
         """Process-local knobs handed to specialists when they load (never saved with a bundle)."""
         return {"device": self.device, "dtype": self.encoder_dtype, "batch_size": self.batch_size,
-                "default_encoder": self.default_encoder}
+                "default_encoder": self.default_encoder, "torch_threads": self.torch_threads}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -98,6 +118,14 @@ class Settings:
                 values[f.name] = raw
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings in a child process."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return out
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
