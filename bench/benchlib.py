@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
 SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013.csv"
-TWEETS = Path("/work/shared/data/tweeteval-sentiment/sentiment__test_text.txt")
-CAPTURED = Path("/work/shared/label-studio/captured-requests.json")
+SHARED = REPO.parent / "shared"  # beside the checkout, in CI too
+TWEETS = SHARED / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
+CAPTURED = SHARED / "label-studio" / "captured-requests.json"
 PROJECT = "1.1700000000"
 JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}
 

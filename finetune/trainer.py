@@ -146,6 +146,10 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
             continue
         manifest = bundles.manifest(current) if current else None
         replay, replay_info = replay_data(manifest, control, policy)
+        # A held-out text must not come back through the replay, or the gate would score seen data.
+        seen = {r["text"] for r in rows}
+        keep = [i for i, t in enumerate(replay.texts) if t not in seen]
+        replay = LabelledData([replay.texts[i] for i in keep], [replay.labels[i] for i in keep], replay.source)
         llm = [r for r in train_rows if r["source"] == "llm"]
         texts = [r["text"] for r in human + llm] + replay.texts
         labels = [list(r["choices"]) for r in human + llm] + replay.labels

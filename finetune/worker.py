@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import traceback
+from pathlib import Path
 
 from backend.settings import Settings
 from backend.store import Store
@@ -57,6 +60,15 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
         beat.stopped.set()
 
 
+def execute_in_subprocess(job_id: int, settings: Settings) -> int:
+    """The embedded worker trains in a child process at low priority: the serving process keeps its
+    CPU share and its memory does not grow with training; a crash there cannot take the server down."""
+    env = {**os.environ, **settings.to_env()}
+    cmd = [sys.executable, "-m", "finetune.worker", str(job_id)]
+    return subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, check=False,
+                          preexec_fn=lambda: os.nice(10)).returncode
+
+
 def run_job(job_id: int) -> str:
     """The rq job function: everything it needs comes from the environment, like the server's."""
     settings = Settings.from_env()
@@ -83,7 +95,9 @@ class Background(threading.Thread):
                 else:
                     job_id = self.jobs.claim_next()
                     if job_id is not None:
-                        execute(job_id, self.settings, self.store, claimed=True)
+                        code = execute_in_subprocess(job_id, self.settings)
+                        if code != 0 and (self.jobs.get(job_id) or {}).get("status") == "running":
+                            self.jobs.release(job_id, f"training process exited with code {code}")
                         continue
             except Exception:
                 log.exception("learning loop iteration failed")
@@ -102,3 +116,12 @@ def run_rq_worker(settings: Settings, burst: bool = False) -> None:
     jobs.reap()
     jobs.dispatch()
     Worker([settings.queue_name], connection=Redis.from_url(settings.redis_url)).work(burst=burst)
+
+
+if __name__ == "__main__":  # the embedded worker's child: `python -m finetune.worker JOB_ID`
+    from backend.logs import configure_logging
+
+    _settings = Settings.from_env()
+    configure_logging(_settings.log_level)
+    _status = execute(int(sys.argv[1]), _settings, Store(_settings.database_url), claimed=True)
+    sys.exit(0 if _status != "failed" else 1)

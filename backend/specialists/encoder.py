@@ -29,7 +29,8 @@ class SentenceEncoder:
     """Mean-pooled, L2-normalised embeddings; thread-safe; remembers its last batch for sibling heads."""
 
     def __init__(self, name_or_path: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32,
-                 max_length: int = 128):
+                 max_length: int = 128, threads: int = 0):
+        rt.configure_threads(threads)
         self.name = name_or_path
         self.device = rt.resolve_device(device)
         self.dtype = rt.resolve_dtype(dtype, self.device)
@@ -70,12 +71,12 @@ _ENCODERS_LOCK = threading.Lock()
 
 
 def shared_encoder(name_or_path: str, device: str = "auto", dtype: str = "auto",
-                   batch_size: int = 32) -> SentenceEncoder:
+                   batch_size: int = 32, threads: int = 0) -> SentenceEncoder:
     """One encoder per (model, device, dtype) per process, however many specialists use it."""
     key = (name_or_path, device, dtype)
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = SentenceEncoder(name_or_path, device, dtype, batch_size)
+            _ENCODERS[key] = SentenceEncoder(name_or_path, device, dtype, batch_size, threads=threads)
         return _ENCODERS[key]
 
 
@@ -112,6 +113,7 @@ class EncoderSpecialist(Specialist):
                 self.runtime.get("device", "auto"),
                 self.runtime.get("dtype", "auto"),
                 int(self.runtime.get("batch_size", 32)),
+                int(self.runtime.get("torch_threads", 0)),
             )
         return self._encoder
 

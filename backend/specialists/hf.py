@@ -45,6 +45,7 @@ class HFClassifierSpecialist(Specialist):
             if need_projection and getattr(self, "projection", None) is None:
                 self._build_projection()
             return
+        rt.configure_threads(int(self.runtime.get("torch_threads", 0)))
         self.device = rt.resolve_device(self.runtime.get("device", "auto"))
         self.dtype = rt.resolve_dtype(self.runtime.get("dtype", "auto"), self.device)
         self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, self._source)

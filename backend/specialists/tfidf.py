@@ -29,14 +29,12 @@ class TfidfSpecialist(Specialist):
         word = tuple(p.get("word_ngrams", (1, 2)))
         char = tuple(p.get("char_ngrams", (2, 5)))
         max_features = int(p.get("max_features", 200_000))
-        features = FeatureUnion(
-            [
-                ("word", TfidfVectorizer(ngram_range=word, sublinear_tf=True, min_df=1, max_features=max_features,
-                                         lowercase=True, token_pattern=r"(?u)\b\w+\b|[!?]")),
-                ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=char, sublinear_tf=True, min_df=2,
-                                         max_features=max_features, lowercase=True)),
-            ]
-        )
+        parts = [("word", TfidfVectorizer(ngram_range=word, sublinear_tf=True, min_df=1, max_features=max_features,
+                                          lowercase=True, token_pattern=r"(?u)\b\w+\b|[!?]"))]
+        if p.get("char", True):  # character grams catch slang and typos, and cost most of the time
+            parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=char, sublinear_tf=True, min_df=2,
+                                                  max_features=max_features, lowercase=True)))
+        features = FeatureUnion(parts)
         if p.get("classifier", "lr") == "nb":
             clf = ComplementNB(alpha=float(p.get("alpha", 0.3)))
         else:

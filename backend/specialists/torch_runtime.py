@@ -25,6 +25,13 @@ def shipped_minilm_path() -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
+def configure_threads(n: int) -> None:
+    """Pin torch's intra-op threads (0 leaves torch's default). On a small shared CPU, fewer threads
+    avoid OpenMP threads spinning while another process holds the other core."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
