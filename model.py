@@ -19,6 +19,7 @@ from backend import metrics
 from backend.bundles import BundleRef
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
+from backend.review import HardSampleReview, Outcome
 from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
 from backend.settings import Settings
 from backend.store import Store
@@ -44,6 +45,7 @@ class AutoAnnotatorModel:
         self.registry = registry or ModelRegistry(self.settings)
         self.store = store or Store(self.settings.database_url)
         self.intake = Intake(self.store, self.settings, self._project_has_bundle)
+        self.review = HardSampleReview(self.settings, self.store.engine)
         self.jobs = TrainingJobs(self.store, self.settings)
         self._background = None
         self._background_lock = threading.Lock()
@@ -131,6 +133,7 @@ class AutoAnnotatorModel:
         if not served:
             metrics.TASKS_UNTRAINED.inc(len(tasks))
             return [[] for _ in tasks]
+        pid = project_key(project)
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
         for control, ref in served:
@@ -139,11 +142,20 @@ class AutoAnnotatorModel:
             idx, names = [c for c, _ in columns], [n for _, n in columns]
             texts = texts_by_control[control.name]
             for start in range(0, len(texts), _CHUNK):
-                for i, d in enumerate(ensemble.predict(texts[start : start + _CHUNK], idx), start):
-                    scores[i].append(d.confidence)
+                chunk = texts[start : start + _CHUNK]
+                decisions = ensemble.predict(chunk, idx)
+                outcomes = self.review.apply(pid, control.multiple, names, chunk, decisions,
+                                             examples=lambda c=control: self._examples(pid, c.name))
+                records = []
+                for i, (d, o) in enumerate(zip(decisions, outcomes, strict=True), start):
+                    scores[i].append(o.score)
                     metrics.CONFIDENCE.observe(d.confidence)
-                    if d.labels:
-                        regions[i].append(self._region(control, [names[j] for j in d.labels], d.confidence))
+                    if o.labels:
+                        regions[i].append(self._region(control, o.labels, o.score))
+                    records.append(self._provenance(pid, tasks[i], control.name, version, names, d, o))
+                    if o.route == "llm" and isinstance(tasks[i].get("id"), int):
+                        self.intake.corrections.record_llm(pid, tasks[i]["id"], control.name, o.labels[0], texts[i])
+                self.store.save_provenance([r for r in records if r is not None])
             metrics.TASKS_PREDICTED.labels(control.name).inc(len(texts))
         metrics.BUNDLES_LOADED.set(len(self.registry.loaded()))
         return [{"model_version": version, "score": round(min(s), 4), "result": r}
@@ -187,6 +199,26 @@ class AutoAnnotatorModel:
                                f"'{control.name}'): empty, missing or not a string", tasks=bad[:100])
         return texts
 
+    def _examples(self, project_id: str, control: str) -> list[tuple[str, str]]:
+        """Few-shot examples for the LLM: human-accepted corrections of this project and control."""
+        def load() -> list[dict[str, Any]]:
+            return [r for r in self.intake.corrections.rows(project_id, control)
+                    if r["source"] == "human" and not r["holdout"] and len(r["choices"]) == 1]
+
+        return self.review.examples_for((project_id, control), load)
+
+    @staticmethod
+    def _provenance(project_id: str, task: dict[str, Any], control: str, version: str, names: list[str],
+                    d: Any, o: Outcome) -> dict[str, Any] | None:
+        if not isinstance(task.get("id"), int):
+            return None
+        return {"project_id": project_id, "task_id": task["id"], "control": control, "model_version": version,
+                "route": o.route, "reason": o.reason[:2000], "labels": o.labels,
+                "ensemble_labels": [names[j] for j in d.labels], "confidence": round(d.confidence, 6),
+                "score": o.score, "votes": [[names[j] for j in v] for v in d.votes],
+                "probabilities": {n: round(p, 6) for n, p in zip(names, d.probabilities, strict=True)},
+                "llm": o.review.as_dict() if o.review is not None else None}
+
     @staticmethod
     def _region(control: ChoiceControl, choices: list[str], confidence: float) -> dict[str, Any]:
         return {"id": uuid.uuid4().hex[:10], "from_name": control.name, "to_name": control.to_name, "type": "choices",
@@ -206,6 +238,13 @@ class AutoAnnotatorModel:
         return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
                 "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
                 "untrained_version": UNTRAINED_VERSION, "learning": learning}
+
+    def provenance(self, task_id: int, project: Any = None) -> list[dict[str, Any]]:
+        return self.store.provenance(task_id, project_key(project) if project else None)
+
+    def llm_usage(self, project: Any = None) -> dict[str, Any]:
+        pid = project_key(project) if project else None
+        return {"project": pid, **self.review.totals(pid), "routes": self.store.route_counts(pid)}
 
     def versions(self) -> list[str]:
         store = self.registry.store

@@ -144,6 +144,17 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
             raise ApiError(f"no training job {job_id}", status=404)
         return jsonify(found)
 
+    @app.get("/tasks/<int:task_id>/provenance")
+    def provenance(task_id: int) -> Response:
+        records = model.provenance(task_id, request.args.get("project"))
+        if not records:
+            raise ApiError(f"no prediction recorded for task {task_id}", status=404)
+        return jsonify(task=task_id, records=records)
+
+    @app.get("/llm/usage")
+    def llm_usage() -> Response:
+        return jsonify(model.llm_usage(request.args.get("project")))
+
     @app.get("/versions")
     def versions() -> Response:
         return jsonify(versions=model.versions())

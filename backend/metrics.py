@@ -25,6 +25,10 @@ TASKS_UNTRAINED = Counter("autoannotator_tasks_without_bundle_total", "Tasks ans
 WEBHOOK_EVENTS = Counter("autoannotator_webhook_events_total", "Webhook events recorded", ["action"])
 CONFIDENCE = Histogram("autoannotator_prediction_confidence", "Calibrated confidence of predictions",
                        buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0))
+ROUTES = Counter("autoannotator_routes_total", "Where predicted tasks ended: auto, llm or human", ["route"])
+LLM_CALLS = Counter("autoannotator_llm_reviews_total", "LLM reviews by outcome", ["status"])
+LLM_TOKENS = Counter("autoannotator_llm_tokens_total", "LLM tokens, from each response's usage", ["kind"])
+LLM_COST = Counter("autoannotator_llm_cost_usd_total", "LLM cost in USD, from the price table")
 BUNDLES_LOADED = Gauge("autoannotator_bundles_loaded", "Ensembles loaded in this process", multiprocess_mode="max")
 
 

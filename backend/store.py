@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -100,6 +101,28 @@ training_jobs = Table(
 )
 
 
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("control", String(255), nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("route", String(8), nullable=False),  # auto | llm | human
+    Column("reason", Text),
+    Column("labels", JSON),  # the final answer
+    Column("ensemble_labels", JSON),
+    Column("confidence", Float),
+    Column("score", Float),
+    Column("votes", JSON),
+    Column("probabilities", JSON),
+    Column("llm", JSON),  # status, raw answer, verdict, tokens, cost, model, prompt version, latency, error
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "task_id", "control", "model_version", name="uq_provenance"),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -160,6 +183,34 @@ class Store:
         with self.engine.connect() as conn:
             return {a: int(n) for a, n in conn.execute(q)}
 
+    # -- provenance ----------------------------------------------------------------------------
+    def save_provenance(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the records of these (project, task, control, version): a re-prediction overwrites."""
+        if not rows:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            for (pid, control, version), group in _group(rows).items():
+                conn.execute(delete(provenance).where(
+                    provenance.c.project_id == pid, provenance.c.control == control,
+                    provenance.c.model_version == version,
+                    provenance.c.task_id.in_([r["task_id"] for r in group])))
+            conn.execute(insert(provenance), [{**r, "created_at": now} for r in rows])
+
+    def provenance(self, task_id: int, project_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(provenance).where(provenance.c.task_id == task_id).order_by(provenance.c.id.desc())
+        if project_id:
+            q = q.where(provenance.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def route_counts(self, project_id: str | None = None) -> dict[str, int]:
+        q = select(provenance.c.route, func.count()).group_by(provenance.c.route)
+        if project_id:
+            q = q.where(provenance.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return {r: int(n) for r, n in conn.execute(q)}
+
     # -- projects ------------------------------------------------------------------------------
     def note_project(self, project_id: str, config_hash: str, model_version: str | None,
                      controls: list[dict[str, Any]], unsupported: list[str], label_config: str | None = None) -> None:
@@ -206,3 +257,10 @@ class Store:
                 if isinstance(r[k], str):
                     r[k] = json.loads(r[k])
         return rows
+
+
+def _group(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["project_id"], r["control"], r["model_version"]), []).append(r)
+    return out

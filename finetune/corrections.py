@@ -89,6 +89,21 @@ class CorrectionLog:
                         **values))
         return len(records)
 
+    def record_llm(self, project_id: str, task_id: int, control: str, label: str, text: str) -> None:
+        """An LLM-settled hard sample: a lower-trust label (LLM_WEIGHT), one per task and control."""
+        now = time.time()
+        with self.store.engine.begin() as conn:
+            existing = conn.execute(select(corrections.c.id).where(
+                corrections.c.project_id == project_id, corrections.c.task_id == task_id,
+                corrections.c.control == control, corrections.c.source == "llm")).scalar()
+            values = {"choices": [label], "text": text, "retracted": False, "updated_at": now, "changed_seq": 0}
+            if existing:
+                conn.execute(update(corrections).where(corrections.c.id == existing).values(**values))
+            else:
+                conn.execute(insert(corrections).values(project_id=project_id, task_id=task_id, control=control,
+                                                        source="llm", holdout=False, created_at=now,
+                                                        annotator="llm", **values))
+
     def retract(self, project_id: str | None, annotation_ids: list[int], seq: int) -> int:
         q = update(corrections).where(corrections.c.annotation_id.in_(annotation_ids))
         if project_id:
