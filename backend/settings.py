@@ -48,7 +48,7 @@ class Settings:
     bootstrap_min_annotations: int = 10
     holdout_every: int = 5  # every 5th annotated task (by hash) is frozen holdout for the gate
     gate_margin: float = 0.02
-    replay_size: int = 2000
+    replay_size: int = 20000  # large on purpose: a small replay forgets (3 pt on the source set at 2,000)
     human_weight: float = 3.0
     llm_weight: float = 1.0
     finetune_mode: str = "head"  # head | full, for hf specialists
@@ -78,6 +78,16 @@ class Settings:
     review_rule: str = "disagreement_or_confidence"
     review_class_thresholds: str = ""  # JSON {"Neutral": 0.8}
     review_guideline: str = ""
+    # Where hard samples are reviewed: "inline" inside /predict, or "async" (/predict answers with the ensemble's
+    # labels at once; an rq job, or a thread without REDIS_URL, reviews them and pushes the results to Label Studio).
+    review_mode: str = "inline"
+    review_push_retry_seconds: float = 30.0  # a failed push to Label Studio is retried this often
+    review_push_max_attempts: int = 20  # then the job is left as push_failed, reported by /review/jobs
+    # Label Studio's API, for pushing predictions and route flags (prelabel, async review). The SDK is always given
+    # both explicitly: a legacy token is sent as "Token <key>", a personal access token (JWT) is refreshed by the SDK.
+    label_studio_url: str = ""
+    label_studio_api_key: str = ""
+    label_studio_timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
@@ -94,7 +104,8 @@ class Settings:
     def runtime(self) -> dict[str, object]:
         """Process-local knobs handed to specialists when they load (never saved with a bundle)."""
         return {"device": self.device, "dtype": self.encoder_dtype, "batch_size": self.batch_size,
-                "default_encoder": self.default_encoder, "torch_threads": self.torch_threads}
+                "default_encoder": self.default_encoder, "torch_threads": self.torch_threads,
+                "cache_dir": str(Path(self.model_dir) / "cache")}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -19,7 +19,7 @@ class Policy:
     human_weight: float = 3.0
     llm_weight: float = 1.0  # lower-trust labels: the LLM's verdicts on hard samples
     replay_weight: float = 1.0
-    replay_size: int = 2000  # earlier data replayed each stage so specialists do not forget
+    replay_size: int = 20000  # earlier data replayed each stage so specialists do not forget
     gate_margin: float = 0.02  # macro-F1 a candidate may lose against the current version
     gate_min_holdout: int = 5
 

@@ -117,8 +117,19 @@ class EncoderSpecialist(Specialist):
             )
         return self._encoder
 
+    def _training_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Through the on-disk cache when the runtime names one: replayed texts are encoded once."""
+        cache_dir = self.runtime.get("cache_dir")
+        if not cache_dir:
+            return self.encoder.encode(texts)
+        from backend.specialists.embedding_cache import EmbeddingCache
+
+        enc = self.encoder
+        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", f"{self.encoder_name}|{enc.max_length}", enc.dim)
+        return cache.encode(texts, enc.encode)
+
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
-        x = self.encoder.encode(texts)
+        x = self._training_embeddings(texts)
         clf = LogisticRegression(C=float(self.params.get("C", 2.0)), max_iter=3000)
         if self.multiple:
             self.head = OneVsRestClassifier(clf).fit(x, np.asarray(y))

@@ -1,0 +1,91 @@
+"""Three base-size (≈110M parameter, roberta-base-like) classifiers through the service's own `hf`
+specialist and ensemble code, timed on whatever device is there — the GPU target is ≥ 10,000 tasks/s.
+
+Weights are random (timing does not depend on them; no weights travel to a lent GPU machine): each
+checkpoint is a BERT-base-size config with the shipped MiniLM tokenizer, written with save_pretrained,
+so loading goes through exactly the path a real checkpoint takes.
+
+    .venv/bin/python bench/gpu_ensemble.py --device cuda --texts 20000 --out docs/bench-gpu.json
+    .venv/bin/python bench/gpu_ensemble.py --device cpu --texts 64          # smoke run on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TWEETS = REPO.parent / "shared" / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
+LABELS = ["Positive", "Negative", "Neutral"]
+
+
+def build_checkpoints(root: Path, n: int) -> list[Path]:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from backend.specialists.torch_runtime import shipped_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(shipped_minilm_path())
+    out = []
+    for i in range(n):
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=768, num_hidden_layers=12,
+                            num_attention_heads=12, intermediate_size=3072, num_labels=3,
+                            id2label=dict(enumerate(LABELS)), label2id={x: j for j, x in enumerate(LABELS)})
+        path = root / f"base-{i}"
+        BertForSequenceClassification(config).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        out.append(path)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--models", type=int, default=3)
+    ap.add_argument("--texts", type=int, default=20000)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    from backend.bundles import Manifest, SpecialistEntry
+    from backend.ensemble import Ensemble
+    from backend.specialists import registry
+
+    lines = [x.strip() for x in TWEETS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    texts = (lines * (args.texts // len(lines) + 1))[: args.texts]
+    runtime = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = build_checkpoints(Path(tmp), args.models)
+        specialists = [registry.create("hf", f"base-{i}", LABELS, False, {"checkpoint": str(p)}, **runtime)
+                       for i, p in enumerate(paths)]
+        manifest = Manifest(key="bench", labels=LABELS, multiple=False,
+                            specialists=[SpecialistEntry(s.name, "hf", "random") for s in specialists])
+        ensemble = Ensemble(manifest, specialists)
+        ensemble.predict(texts[: args.batch_size])  # load weights, warm kernels
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        rates = []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            decisions = ensemble.predict(texts)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            rates.append(len(decisions) / (time.perf_counter() - t0))
+        device = str(specialists[0].device)
+        result = {"device": device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                  "dtype": str(specialists[0].dtype), "models": args.models, "texts": len(texts),
+                  "batch_size": args.batch_size, "tasks_per_s": [round(r, 1) for r in rates],
+                  "best_tasks_per_s": round(max(rates), 1), "target_tasks_per_s": 10000}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
