@@ -20,6 +20,7 @@ from backend.bundles import BundleRef
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
 from backend.review import HardSampleReview, Outcome
+from backend.review_jobs import ReviewJobs
 from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
 from backend.settings import Settings
 from backend.store import Store
@@ -40,18 +41,23 @@ def project_key(project: Any) -> str:
 
 class AutoAnnotatorModel:
     def __init__(self, settings: Settings | None = None, registry: ModelRegistry | None = None,
-                 store: Store | None = None):
+                 store: Store | None = None, background: bool = True):
         self.settings = settings or Settings.from_env()
         self.registry = registry or ModelRegistry(self.settings)
         self.store = store or Store(self.settings.database_url)
         self.intake = Intake(self.store, self.settings, self._project_has_bundle)
         self.review = HardSampleReview(self.settings, self.store.engine)
         self.jobs = TrainingJobs(self.store, self.settings)
+        self.review_jobs = ReviewJobs(self.store, self.settings)
         self._background = None
+        self._review_worker = None
+        self.background = background  # False for one-shot commands (prelabel): no learning or review threads
         self._background_lock = threading.Lock()
 
     def _ensure_background(self) -> None:
         """Start the learning loop once per process, lazily: threads do not survive gunicorn's fork."""
+        if not self.background:
+            return
         bg = self._background
         if bg is not None and bg.pid == os.getpid() and bg.is_alive():
             return
@@ -62,6 +68,27 @@ class AutoAnnotatorModel:
 
                 self._background = Background(self.settings, self.store)
                 self._background.start()
+
+    def _ensure_review_worker(self) -> None:
+        """REVIEW_MODE=async: the thread that runs (or, with Redis, sends) review jobs and retries pushes."""
+        if not self.background:
+            return
+        worker = self._review_worker
+        if worker is not None and worker.pid == os.getpid() and worker.is_alive():
+            worker.wake.set()
+            return
+        with self._background_lock:
+            worker = self._review_worker
+            if worker is None or worker.pid != os.getpid() or not worker.is_alive():
+                from backend.review_jobs import ReviewWorker
+
+                self._review_worker = ReviewWorker(self.settings, self.store, self.review)
+                self._review_worker.start()
+            self._review_worker.wake.set()
+
+    @property
+    def defer_review(self) -> bool:
+        return self.settings.review_mode.strip().lower() == "async"
 
     # -- label space ---------------------------------------------------------------------------
     def _space(self, label_config: Any) -> LabelSpace:
@@ -103,6 +130,8 @@ class AutoAnnotatorModel:
     def setup(self, project: Any, label_config: Any, extra_params: Any = None) -> dict[str, Any]:
         """Cheap: parse (cached), look up CURRENT pointers (cached), warm models in the background."""
         self._ensure_background()
+        if self.defer_review:
+            self._ensure_review_worker()  # jobs left by a previous process, pushes to retry
         space = self._space(label_config)
         resolved = self._resolve(project, space)
         version = self._note(project, space, resolved, label_config)
@@ -134,6 +163,8 @@ class AutoAnnotatorModel:
             metrics.TASKS_UNTRAINED.inc(len(tasks))
             return [[] for _ in tasks]
         pid = project_key(project)
+        defer = self.defer_review
+        queued = 0
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
         for control, ref in served:
@@ -145,8 +176,8 @@ class AutoAnnotatorModel:
                 chunk = texts[start : start + _CHUNK]
                 decisions = ensemble.predict(chunk, idx)
                 outcomes = self.review.apply(pid, control.multiple, names, chunk, decisions,
-                                             examples=lambda c=control: self._examples(pid, c.name))
-                records = []
+                                             examples=lambda c=control: self._examples(pid, c.name), defer=defer)
+                records, pending = [], []
                 for i, (d, o) in enumerate(zip(decisions, outcomes, strict=True), start):
                     scores[i].append(o.score)
                     metrics.CONFIDENCE.observe(d.confidence)
@@ -155,9 +186,18 @@ class AutoAnnotatorModel:
                     records.append(self._provenance(pid, tasks[i], control.name, version, names, d, o))
                     if o.route == "llm" and isinstance(tasks[i].get("id"), int):
                         self.intake.corrections.record_llm(pid, tasks[i]["id"], control.name, o.labels[0], texts[i])
+                    if o.route == "pending" and isinstance(tasks[i].get("id"), int):
+                        pending.append({"task_id": tasks[i]["id"], "text": texts[i], "to_name": control.to_name,
+                                        "confidence": d.confidence, "probabilities": list(d.probabilities),
+                                        "labels": o.labels, "score": o.score, "reason": o.reason})
                 self.store.save_provenance([r for r in records if r is not None])
+                if pending:  # written before /predict answers: nothing is lost if the process dies
+                    self.review_jobs.request(pid, control.name, version, control.multiple, names, pending)
+                    queued += len(pending)
             metrics.TASKS_PREDICTED.labels(control.name).inc(len(texts))
         metrics.BUNDLES_LOADED.set(len(self.registry.loaded()))
+        if queued:
+            self._ensure_review_worker()
         return [{"model_version": version, "score": round(min(s), 4), "result": r}
                 for r, s in zip(regions, scores, strict=True)]
 
@@ -235,9 +275,11 @@ class AutoAnnotatorModel:
                 untrained.append({"project": p["project_id"], "controls": missing})
         learning = {"queue": "rq" if self.settings.redis_url else "in-process",
                     **{status: len(self.jobs.list(status=status)) for status in ("pending", "queued", "running")}}
+        review = {"mode": "async" if self.defer_review else "inline", "llm": self.settings.llm_model or None,
+                  "jobs": self.review_jobs.counts() if self.defer_review else {}}
         return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
                 "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
-                "untrained_version": UNTRAINED_VERSION, "learning": learning}
+                "untrained_version": UNTRAINED_VERSION, "learning": learning, "review": review}
 
     def provenance(self, task_id: int, project: Any = None) -> list[dict[str, Any]]:
         return self.store.provenance(task_id, project_key(project) if project else None)

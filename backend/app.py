@@ -155,6 +155,13 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def llm_usage() -> Response:
         return jsonify(model.llm_usage(request.args.get("project")))
 
+    @app.get("/review/jobs")
+    def review_jobs() -> Response:
+        project = request.args.get("project")
+        status = request.args.get("status")
+        return jsonify(jobs=model.review_jobs.list(project_id=project.split(".")[0] if project else None,
+                                                   status=status, limit=200, brief=True))
+
     @app.get("/versions")
     def versions() -> Response:
         return jsonify(versions=model.versions())

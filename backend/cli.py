@@ -1,4 +1,4 @@
-"""`autoannotator` command line: serve, train, predict, bundles."""
+"""`autoannotator` command line: serve, train, predict, bundles, prelabel, worker, jobs."""
 
 from __future__ import annotations
 
@@ -135,6 +135,26 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(job, default=str))
 
 
+def cmd_prelabel(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.prelabel import prelabel
+
+    report = prelabel(settings, args.project, chunk=args.chunk, limit=args.limit, set_sampling=args.set_sampling,
+                      progress=not args.no_progress)
+    print(report.text(), file=sys.stderr)
+    print(json.dumps(report.as_dict(), default=str))
+    if report.interrupted:
+        sys.exit(130)
+
+
+def cmd_review_jobs(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.review_jobs import ReviewJobs
+    from backend.store import Store
+
+    for job in ReviewJobs(Store(settings.database_url), settings).list(project_id=args.project, status=args.status,
+                                                                       brief=True):
+        print(json.dumps(job, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoannotator", description="Label Studio ML backend: SLM ensemble + LLM review")
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--control", default="", help="<Choices name> of the project's bundle")
     rb.add_argument("--key", help="a bundle key instead of project+control")
     rb.set_defaults(func=cmd_rollback)
+
+    pl = sub.add_parser("prelabel", help="pre-label every task of a Label Studio project that has no prediction of "
+                                         "the current model version (needs LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
+    pl.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    pl.add_argument("--chunk", type=int, default=100, help="tasks per predict call and per write batch")
+    pl.add_argument("--limit", type=int, help="pre-label at most N tasks this run")
+    pl.add_argument("--set-sampling", action="store_true", help='also set the project\'s sampling to "Uncertainty '
+                                                                'sampling", so human-flagged tasks are served first')
+    pl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pl.set_defaults(func=cmd_prelabel)
+
+    rj = sub.add_parser("review-jobs", help="list asynchronous review jobs (REVIEW_MODE=async)")
+    rj.add_argument("--project")
+    rj.add_argument("--status")
+    rj.set_defaults(func=cmd_review_jobs)
 
     j = sub.add_parser("jobs", help="list training jobs")
     j.add_argument("--project")

@@ -73,8 +73,39 @@ class HardSampleReview:
         return self._reviewer
 
     def apply(self, project_id: str, control_multiple: bool, names: Sequence[str], texts: Sequence[str],
-              decisions: Sequence[Decision], examples: Any = None) -> list[Outcome]:
-        """One Outcome per decision. `examples` is a callable giving few-shot (text, label) pairs, or a list."""
+              decisions: Sequence[Decision], examples: Any = None, defer: bool = False) -> list[Outcome]:
+        """One Outcome per decision. `examples` is a callable giving few-shot (text, label) pairs, or a list.
+
+        With `defer` (REVIEW_MODE=async) the LLM is not called: samples it would review come back with route
+        "pending" and the human-side score, for `settle` to finish in the background.
+        """
+        out, hard = self.triage(names, decisions)
+        if not hard:
+            return self.count(out)
+        reviewer = self.reviewer
+        if reviewer is None or control_multiple:
+            why = "no LLM reviewer configured" if reviewer is None else "multiple choice is not reviewed by the LLM"
+            for i in hard:
+                o = out[i]
+                o.route, o.reason = "human", f"{o.reason}; {why}"
+                o.score = route_score("human", decisions[i].confidence)
+            return self.count(out)
+        if defer:
+            for i in hard:
+                o = out[i]
+                o.route, o.reason = "pending", f"{o.reason}; LLM review pending (REVIEW_MODE=async)"
+                o.score = route_score("human", decisions[i].confidence)
+            return self.count(out)  # pending ones are counted once settled
+        shots = examples() if callable(examples) else list(examples or [])
+        settled = self.settle(project_id, names, [texts[i] for i in hard],
+                              [(decisions[i].confidence, decisions[i].probabilities) for i in hard],
+                              [out[i] for i in hard], shots, self.settings.llm_inline_seconds)
+        for i, o in zip(hard, settled, strict=True):
+            out[i] = o
+        return self.count(out)
+
+    def triage(self, names: Sequence[str], decisions: Sequence[Decision]) -> tuple[list[Outcome], list[int]]:
+        """Route each decision: "auto" outcomes for all, and the indices the LLM should review."""
         out: list[Outcome] = []
         hard: list[int] = []
         for i, d in enumerate(decisions):
@@ -83,42 +114,46 @@ class HardSampleReview:
             out.append(Outcome(labels, route_score("auto", d.confidence), r.name, r.reason))
             if r.name == "llm":
                 hard.append(i)
-        if not hard:
-            return self._count(out)
-        reviewer = self.reviewer
-        if reviewer is None or control_multiple:
-            why = "no LLM reviewer configured" if reviewer is None else "multiple choice is not reviewed by the LLM"
-            for i in hard:
-                o = out[i]
-                o.route, o.reason = "human", f"{o.reason}; {why}"
-                o.score = route_score("human", decisions[i].confidence)
-            return self._count(out)
+        return out, hard
+
+    def settle(self, project_id: str, names: Sequence[str], texts: Sequence[str],
+               decisions: Sequence[tuple[float, Sequence[float]]], outcomes: Sequence[Outcome],
+               examples: Sequence[tuple[str, str]] = (), time_budget_s: float | None = None) -> list[Outcome]:
+        """Have the LLM review hard samples: `decisions` are (confidence, probabilities) pairs and `outcomes` the
+        triage's; returns the final outcomes ("llm" or "human"), in order. Never raises for one item."""
         from backend.llm import ReviewItem
 
-        shots = examples() if callable(examples) else list(examples or [])
-        items = [ReviewItem(texts[i], list(names), shots, self.settings.review_guideline) for i in hard]
-        results = reviewer.review(items, project_id, time_budget_s=self.settings.llm_inline_seconds)
-        for i, res in zip(hard, results, strict=True):
-            o, d = out[i], decisions[i]
+        reviewer = self.reviewer
+        out = [Outcome(list(o.labels), o.score, o.route, o.reason.removesuffix(
+            "; LLM review pending (REVIEW_MODE=async)")) for o in outcomes]
+        if reviewer is None:
+            for o, (confidence, _) in zip(out, decisions, strict=True):
+                o.route, o.reason = "human", f"{o.reason}; no LLM reviewer configured"
+                o.score = route_score("human", confidence)
+            return out
+        items = [ReviewItem(t, list(names), list(examples), self.settings.review_guideline) for t in texts]
+        results = reviewer.review(items, project_id, time_budget_s=time_budget_s)
+        for o, (confidence, probabilities), res in zip(out, decisions, results, strict=True):
             final = final_route(res.status, res.verdict, res.error)
             o.review = res
             o.reason = f"{o.reason}; {final.reason}"
             o.route = final.name
             if final.name == "llm":
                 o.labels = [res.verdict]
-                o.score = route_score("llm", d.confidence, d.probabilities[list(names).index(res.verdict)])
+                o.score = route_score("llm", confidence, probabilities[list(names).index(res.verdict)])
             else:
-                o.score = route_score("human", d.confidence)
+                o.score = route_score("human", confidence)
             metrics.LLM_CALLS.labels(res.status).inc()
             metrics.LLM_TOKENS.labels("prompt").inc(res.prompt_tokens)
             metrics.LLM_TOKENS.labels("completion").inc(res.completion_tokens)
             metrics.LLM_COST.inc(res.cost_usd)
-        return self._count(out)
+        return out
 
     @staticmethod
-    def _count(out: list[Outcome]) -> list[Outcome]:
+    def count(out: list[Outcome]) -> list[Outcome]:
         for o in out:
-            metrics.ROUTES.labels(o.route).inc()
+            if o.route != "pending":
+                metrics.ROUTES.labels(o.route).inc()
         return out
 
     def examples_for(self, key: tuple[str, str], load: Any) -> list[tuple[str, str]]:
