@@ -160,6 +160,11 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()  # fields after "(comm)": state, ppid, ...
 
 
+def parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
 def process_tree(root: int) -> list[int]:
     """root and all its descendants (gunicorn master -> workers)."""
     children: dict[int, list[int]] = {}

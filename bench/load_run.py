@@ -42,6 +42,7 @@ from benchlib import (
     latency_summary,
     load_texts,
     machine,
+    parent_of,
     predict_body,
     process_tree,
     rss_kib,
@@ -115,7 +116,9 @@ class RssSampler(threading.Thread):
 
     def sample(self) -> None:
         rss = {pid: kib for pid in process_tree(self.root) if (kib := rss_kib(pid)) is not None}
-        self.samples.append({"t": round(time.perf_counter() - self.t0, 1), "rss_kib": rss})
+        # Direct children are gunicorn workers; deeper ones are training processes they started.
+        workers = [pid for pid in rss if pid != self.root and parent_of(pid) == self.root]
+        self.samples.append({"t": round(time.perf_counter() - self.t0, 1), "rss_kib": rss, "workers": workers})
 
     def run(self) -> None:
         while not self._stop_event.wait(self.period):
@@ -129,14 +132,15 @@ class RssSampler(threading.Thread):
     def summary(self) -> dict[str, Any]:
         """start/end/max MiB for the master, the workers together, and the whole tree."""
         def series(select: Any) -> dict[str, float]:
-            values = [sum(kib for pid, kib in s["rss_kib"].items() if select(pid)) / 1024 for s in self.samples]
+            values = [sum(kib for pid, kib in s["rss_kib"].items() if select(pid, s)) / 1024 for s in self.samples]
             return {"start_mib": round(values[0], 1), "end_mib": round(values[-1], 1), "max_mib": round(max(values), 1),
                     "min_mib": round(min(values), 1)}
 
-        workers = sorted({pid for s in self.samples for pid in s["rss_kib"] if pid != self.root})
+        workers = sorted({pid for s in self.samples for pid in s["workers"]})
         return {"samples": len(self.samples), "period_s": self.period, "worker_pids": workers,
-                "workers": series(lambda pid: pid != self.root), "master": series(lambda pid: pid == self.root),
-                "tree": series(lambda pid: True)}
+                "workers": series(lambda pid, s: pid in s["workers"]),
+                "training": series(lambda pid, s: pid != self.root and pid not in s["workers"]),
+                "master": series(lambda pid, s: pid == self.root), "tree": series(lambda pid, s: True)}
 
 
 def fire(shot: Shot, url: str, local: threading.local, timeout: float, give_up_at: float = float("inf")) -> None:
@@ -293,7 +297,7 @@ def print_report(result: dict[str, Any]) -> None:
           f"/{r['webhook_events_sent']}")
     print(f"training jobs triggered by the webhooks, by status: {result['training_jobs']}")
     rss = result["rss"]
-    for part in ("workers", "master", "tree"):
+    for part in ("workers", "training", "master", "tree"):
         x = rss[part]
         print(f"RSS {part:<7}: start {x['start_mib']} MiB, end {x['end_mib']} MiB, max {x['max_mib']} MiB")
 

@@ -55,7 +55,7 @@ class SentenceEncoder:
             for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
                 batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
                                             "attention_mask": [enc["attention_mask"][i] for i in idx]},
-                                           return_tensors="pt")
+                                           return_tensors="pt", pad_to_multiple_of=8)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

@@ -80,7 +80,9 @@ class HFClassifierSpecialist(Specialist):
             ids = enc["input_ids"]
             raw = np.zeros((len(ids), self.projection.shape[0]), dtype=np.float64)
             for idx in rt.length_sorted_batches([len(x) for x in ids], int(self.runtime.get("batch_size", 32))):
-                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+                # Lengths rounded up to 8: fewer distinct shapes for the kernels (and their caches) to meet.
+                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt",
+                                           pad_to_multiple_of=8)
                 logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits.float()
                 p = torch.sigmoid(logits) if self.multiple else torch.softmax(logits, dim=-1)
                 raw[idx] = p.cpu().numpy()
