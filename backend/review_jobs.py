@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, insert, select, update
 
 from backend.review import HardSampleReview, Outcome
+from backend.rq_sender import RqSender
 from backend.settings import Settings
 from backend.store import Store, provenance, review_jobs
 
@@ -42,7 +43,7 @@ class ReviewJobs:
     def __init__(self, store: Store, settings: Settings):
         self.store = store
         self.settings = settings
-        self._redis = None
+        self.sender = RqSender(settings)
 
     # -- asking for work ------------------------------------------------------------------------
     def request(self, project_id: str, control: str, model_version: str, multiple: bool, names: list[str],
@@ -56,28 +57,8 @@ class ReviewJobs:
 
     def dispatch(self) -> int:
         """Send pending jobs to rq; a no-op without REDIS_URL (the server's review thread runs them)."""
-        if not self.settings.redis_url:
-            return 0
-        pending = self.list(status="pending")
-        if not pending:
-            return 0
-        try:
-            from redis import Redis
-            from rq import Queue
-
-            if self._redis is None:
-                self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.2, socket_timeout=2)
-            queue = Queue(self.settings.queue_name, connection=self._redis)
-            for job in pending:
-                rq_id = f"aa-review-{job['id']}-{job['attempts']}"
-                queue.enqueue("backend.review_jobs.run_review_job", job["id"], job_id=rq_id, job_timeout=-1,
-                              result_ttl=86400, failure_ttl=86400)
-                self._set(job["id"], "pending", status="queued", rq_job_id=rq_id)
-            return len(pending)
-        except Exception as exc:  # Redis down: the jobs stay pending and are sent later
-            log.warning("could not enqueue %d review job(s): %s", len(pending), exc)
-            self._redis = None
-            return 0
+        return self.sender.send(self.list(status="pending"), "backend.review_jobs.run_review_job", "aa-review",
+                                lambda job_id, rq_id: self._set(job_id, "pending", status="queued", rq_job_id=rq_id))
 
     # -- doing work -----------------------------------------------------------------------------
     def claim(self, job_id: int) -> bool:

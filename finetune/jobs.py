@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
+from backend.rq_sender import RqSender
 from backend.settings import Settings
 from backend.store import Store, corrections, training_jobs
 
@@ -27,7 +28,7 @@ class TrainingJobs:
     def __init__(self, store: Store, settings: Settings):
         self.store = store
         self.settings = settings
-        self._redis = None
+        self.sender = RqSender(settings)
 
     # -- asking for work ------------------------------------------------------------------------
     def request(self, project_id: str, reason: str) -> dict[str, Any]:
@@ -47,37 +48,13 @@ class TrainingJobs:
 
     def dispatch(self) -> int:
         """Send pending jobs to rq; with no REDIS_URL the in-process worker takes them from the table."""
-        if not self.settings.redis_url:
-            return 0
-        pending = self.list(status="pending")
-        if not pending:
-            return 0
-        try:
-            from rq import Queue
+        return self.sender.send(self.list(status="pending"), "finetune.worker.run_job", "aa-train", self._queued)
 
-            queue = Queue(self.settings.queue_name, connection=self.redis())
-            sent = 0
-            for job in pending:
-                rq_id = f"aa-train-{job['id']}-{job['attempts']}"
-                queue.enqueue("finetune.worker.run_job", job["id"], job_id=rq_id, job_timeout=-1,
-                              result_ttl=86400, failure_ttl=86400)
-                with self.store.engine.begin() as conn:
-                    conn.execute(update(training_jobs).where(and_(training_jobs.c.id == job["id"],
-                                                                  training_jobs.c.status == "pending"))
-                                 .values(status="queued", rq_job_id=rq_id))
-                sent += 1
-            return sent
-        except Exception as exc:  # Redis down or unreachable: the jobs stay pending and are sent later
-            log.warning("could not enqueue %d training job(s): %s", len(pending), exc)
-            self._redis = None
-            return 0
-
-    def redis(self):
-        if self._redis is None:
-            from redis import Redis
-
-            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.2, socket_timeout=2)
-        return self._redis
+    def _queued(self, job_id: int, rq_id: str) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(update(training_jobs).where(and_(training_jobs.c.id == job_id,
+                                                          training_jobs.c.status == "pending"))
+                         .values(status="queued", rq_job_id=rq_id))
 
     # -- doing work -----------------------------------------------------------------------------
     def claim(self, job_id: int) -> bool:
