@@ -28,7 +28,8 @@ def training_reason(new_human: int, total_human: int, has_bundle: bool, policy: 
                     explicit: bool = False) -> str | None:
     """Why a stage should start now, or None. START_TRAINING still needs enough data to learn from."""
     if not has_bundle:
-        if total_human >= policy.bootstrap_min:
+        # `new_human` counts only what no running or finished stage has seen: one cold start at a time.
+        if total_human >= policy.bootstrap_min and new_human >= policy.bootstrap_min:
             return f"cold start: {total_human} human annotations"
         return None
     if explicit:

@@ -178,3 +178,37 @@ def test_deleted_annotations_are_retracted(base):
     r = client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 555}],
                                       "project": {"id": 14}})
     assert r.json["retracted"] == 1 and model.intake.corrections.rows("14") == []
+
+
+def test_cold_start_trains_a_project_with_no_bundle_and_rollback_cli(base, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings, _ = base
+    client, _ = make_client(settings.with_(bootstrap_min_annotations=10))
+    pid = 15
+    config = SENTIMENT_XML.replace("Positive", "Joy").replace("Negative", "Anger").replace("Neutral", "Calm")
+    assert setup_version(client, pid, config) == "autoannotator-untrained"
+    words = {"Joy": "wonderful happy delighted", "Anger": "furious outraged livid", "Calm": "quiet peaceful still"}
+    jobs = []
+    for task_id in range(1, 19):
+        label = ["Joy", "Anger", "Calm"][task_id % 3]
+        text = f"{words[label]} day number {task_id}"
+        r = client.post("/webhook", json=annotation_event(pid, task_id, text, label, config=config))
+        jobs.append(r.json.get("training_job"))
+    assert jobs[:8] == [None] * 8 and any(jobs)  # no stage before BOOTSTRAP_MIN_ANNOTATIONS human annotations
+    done = wait_job(client, pid)
+    assert done[0]["status"] == "promoted" and "cold start" in done[-1]["reason"], done
+    version = setup_version(client, pid, config)
+    assert version.startswith("aa-")
+    labels = [p["result"][0]["value"]["choices"][0] for p in predict(client, pid, ["furious outraged livid"], config)]
+    assert labels == ["Anger"]
+    cli = str(Path(sys.executable).parent / "autoannotator")
+    env = {**os.environ, "MODEL_DIR": str(settings.model_dir), "DATA_DIR": str(settings.data_dir)}
+    out = subprocess.run([cli, "rollback", "--project", str(pid), "--control", "sentiment"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"current": null' in out.stdout, (out.stdout, done)  # its only version: untrained again
+    assert setup_version(client, pid, config) == "autoannotator-untrained"

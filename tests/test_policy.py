@@ -10,6 +10,7 @@ P = Policy(train_every_n=20, bootstrap_min=10, gate_margin=0.02, gate_min_holdou
 def test_when_to_train():
     assert training_reason(5, 5, has_bundle=False, policy=P) is None
     assert "cold start" in training_reason(10, 10, has_bundle=False, policy=P)
+    assert training_reason(3, 13, has_bundle=False, policy=P) is None  # a cold start already has the first 10
     assert training_reason(19, 100, has_bundle=True, policy=P) is None
     assert training_reason(20, 100, has_bundle=True, policy=P) == "20 new corrections"
     assert training_reason(0, 100, has_bundle=True, policy=P, explicit=True) == "START_TRAINING"
