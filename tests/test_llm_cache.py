@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 
 from backend.llm import CachedAnswer, LRUCache, Reviewer, ReviewItem, SqlCache, cache_key, forget_endpoint_capabilities
 from tests.llm_server import FakeLLM, answer, serving
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CHOICES = ("Positive", "Negative", "Neutral")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        eng = create_engine(f"sqlite:///{tmp_path}/cache.db")
-        yield eng
-        eng.dispose()
-        return
-    name = f"aa_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    eng = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+@pytest.fixture
+def engine(database_url):
+    eng = create_engine(database_url)
     yield eng
     eng.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name}"))
-    admin.dispose()
 
 
 def test_key_covers_the_question_and_who_answers_it():

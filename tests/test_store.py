@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from backend.store import Store
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield Store(f"sqlite:///{tmp_path}/events.db")
-        return
-    name = f"aa_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    s = Store(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+@pytest.fixture
+def store(database_url):
+    s = Store(database_url)
     yield s
     s.engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name}"))
-    admin.dispose()
 
 
 def test_events_are_stored_verbatim_with_their_ids(store):
