@@ -64,7 +64,8 @@ class Intake:
         return {}
 
     def maybe_train(self, project_id: str) -> dict[str, Any] | None:
-        new = self.corrections.new_since(project_id, self.jobs.last_data_seq(project_id))
+        seen = self.jobs.last_data_seq(project_id)
+        new = self.corrections.new_since(project_id, seen)
         reason = training_reason(new, self.corrections.human_count(project_id), self.has_bundle(project_id),
                                  self.policy)
-        return self.jobs.request(project_id, reason) if reason else None
+        return self.jobs.request(project_id, reason, seen_seq=seen) if reason else None

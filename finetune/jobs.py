@@ -31,9 +31,17 @@ class TrainingJobs:
         self.sender = RqSender(settings)
 
     # -- asking for work ------------------------------------------------------------------------
-    def request(self, project_id: str, reason: str) -> dict[str, Any]:
-        """At most one waiting job per project: a second request joins the one already waiting."""
+    def request(self, project_id: str, reason: str, seen_seq: int | None = None) -> dict[str, Any] | None:
+        """At most one waiting job per project: a second request joins the one already waiting.
+
+        `seen_seq` is the last trained-on change the caller based its decision on; if a stage started
+        since then (it took the waiting job the caller would have joined), nothing new is asked for.
+        """
         with self.store.engine.begin() as conn:
+            if seen_seq is not None and conn.execute(select(func.count()).select_from(training_jobs).where(
+                    training_jobs.c.project_id == project_id, training_jobs.c.data_seq > seen_seq,
+                    training_jobs.c.status.in_(("running", "promoted", "rejected")))).scalar():
+                return None
             waiting = conn.execute(select(training_jobs).where(
                 training_jobs.c.project_id == project_id, training_jobs.c.status.in_(WAITING))).first()
             if waiting is None:
