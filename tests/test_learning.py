@@ -207,8 +207,11 @@ def test_cold_start_trains_a_project_with_no_bundle_and_rollback_cli(base, tmp_p
     assert labels == ["Anger"]
     cli = str(Path(sys.executable).parent / "autoannotator")
     env = {**os.environ, "MODEL_DIR": str(settings.model_dir), "DATA_DIR": str(settings.data_dir)}
-    out = subprocess.run([cli, "rollback", "--project", str(pid), "--control", "sentiment"], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert '"current": null' in out.stdout, (out.stdout, done)  # its only version: untrained again
+    promoted = [j for j in done if j["status"] == "promoted"]
+    for n in range(len(promoted)):  # newest first: each rollback serves the version promoted before
+        out = subprocess.run([cli, "rollback", "--project", str(pid), "--control", "sentiment"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        expected = promoted[n + 1]["versions"]["sentiment"] if n + 1 < len(promoted) else None
+        assert json.loads(out.stdout)["current"] == expected, (out.stdout, done, jobs)
     assert setup_version(client, pid, config) == "autoannotator-untrained"
