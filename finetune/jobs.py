@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 
 from backend.rq_sender import RqSender
 from backend.settings import Settings
@@ -37,22 +37,37 @@ class TrainingJobs:
         `seen_seq` is the last trained-on change the caller based its decision on; if a stage started
         since then (it took the waiting job the caller would have joined), nothing new is asked for.
         """
+        if seen_seq is not None and self._started_since(project_id, seen_seq):
+            return None
         with self.store.engine.begin() as conn:
-            if seen_seq is not None and conn.execute(select(func.count()).select_from(training_jobs).where(
-                    training_jobs.c.project_id == project_id, training_jobs.c.data_seq > seen_seq,
-                    training_jobs.c.status.in_(("running", "promoted", "rejected")))).scalar():
-                return None
             waiting = conn.execute(select(training_jobs).where(
                 training_jobs.c.project_id == project_id, training_jobs.c.status.in_(WAITING))).first()
-            if waiting is None:
+            created = waiting is None
+            if created:
                 job_id = conn.execute(insert(training_jobs).values(
                     project_id=project_id, status="pending", reason=reason[:255], attempts=0,
                     requested_at=time.time())).inserted_primary_key[0]
             else:
                 job_id = waiting.id
+        if created and seen_seq is not None and self._started_since(project_id, seen_seq):
+            # A worker took the waiting job between our reads (the statements are not one snapshot):
+            # withdraw ours unless someone already claimed it.
+            with self.store.engine.begin() as conn:
+                gone = conn.execute(delete(training_jobs).where(training_jobs.c.id == job_id,
+                                                                training_jobs.c.status == "pending")).rowcount
+            if gone:
+                return None
         # No Redis call here: the webhook must answer in milliseconds even when Redis is down.
         # The caller wakes the dispatcher, which pushes the job right away.
         return self.get(int(job_id))
+
+    def _started_since(self, project_id: str, seen_seq: int) -> bool:
+        """Has a stage started on data newer than what the caller decided on?"""
+        q = select(func.count()).select_from(training_jobs).where(
+            training_jobs.c.project_id == project_id, training_jobs.c.data_seq > seen_seq,
+            training_jobs.c.status.in_(("running", "promoted", "rejected")))
+        with self.store.engine.connect() as conn:
+            return bool(conn.execute(q).scalar())
 
     def dispatch(self) -> int:
         """Send pending jobs to rq; with no REDIS_URL the in-process worker takes them from the table."""
