@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.loopback import running
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -148,11 +150,6 @@ def serving(fake: FakeLLM) -> Iterator[FakeLLM]:
     """Serve `fake` on a free loopback port for the duration of the `with` block."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.fake = fake
-    fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(server) as port:
+        fake.port = port
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

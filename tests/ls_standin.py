@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.loopback import running
+
 _NOW = "2025-01-01T00:00:00Z"
 
 
@@ -129,11 +131,6 @@ class _Server(ThreadingHTTPServer):
 def standin(ls: StandInLS) -> Iterator[StandInLS]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.ls = ls
-    ls.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(server) as port:
+        ls.port = port
         yield ls
-    finally:
-        server.shutdown()
-        server.server_close()
