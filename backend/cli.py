@@ -1,4 +1,4 @@
-"""`autoannotator` command line: serve, train, predict, bundles, prelabel, worker, jobs."""
+"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, worker, jobs."""
 
 from __future__ import annotations
 
@@ -127,6 +127,12 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> None:
                       "note": None if now else "no earlier version: the shared bundle for the label set serves"}))
 
 
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.planning.command import run_plan
+
+    run_plan(args, settings)
+
+
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> None:
     from backend.store import Store
     from finetune.jobs import TrainingJobs
@@ -197,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--control", default="", help="<Choices name> of the project's bundle")
     rb.add_argument("--key", help="a bundle key instead of project+control")
     rb.set_defaults(func=cmd_rollback)
+
+    pn = sub.add_parser("plan", help="choose and map the specialists for a label config (the LLM when LLM_MODEL is "
+                                     "set, else the deterministic matcher); print and write the plan")
+    pn.add_argument("--label-config", required=True, help="Label Studio XML config file")
+    pn.add_argument("--control", help="plan only this <Choices name> (default: every supported control)")
+    pn.add_argument("--sample", help="sample tasks: texts (LS tasks JSON, JSONL, CSV, or one text a line), with "
+                                     "labels they are human annotations the plan is checked on (and --build trains on)")
+    pn.add_argument("--text-col", default="text", help="text column of --sample")
+    pn.add_argument("--label-col", default="label", help="label column of --sample")
+    pn.add_argument("--project", help="Label Studio project id: the plan is that project's (default: every project "
+                                      "with this label set)")
+    pn.add_argument("--catalog", help="a catalog file merged over the seed (default: CATALOG_FILE)")
+    pn.add_argument("--language", help="the texts' language, ISO 639-1 (default: guessed from --sample)")
+    pn.add_argument("--no-llm", action="store_true", help="use the deterministic matcher even if an LLM is set")
+    pn.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    pn.add_argument("--build", action="store_true", help="also build and promote the bundle now: trained on a "
+                                                         "labelled --sample, else from the pretrained checkpoints")
+    pn.add_argument("--json", action="store_true", help="print each plan as one JSON line")
+    pn.set_defaults(func=cmd_plan)
 
     pl = sub.add_parser("prelabel", help="pre-label every task of a Label Studio project that has no prediction of "
                                          "the current model version (needs LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
