@@ -88,6 +88,15 @@ class Settings:
     label_studio_url: str = ""
     label_studio_api_key: str = ""
     label_studio_timeout_seconds: float = 30.0
+    # Meta-controller (backend/planning/): which specialists serve a project, how their labels map onto its choices.
+    catalog_file: str = ""  # a team's catalog (JSON or YAML), merged over the seed catalog
+    plan_on_setup: str = "auto"  # auto: plan a control nothing serves at its first /setup; explicit: only plans
+    #                              written by `autoannotator plan` are applied; off: never
+    plan_use_llm: bool = True  # plan with the LLM (LLM_MODEL) when one is set; else the deterministic matcher
+    plan_max_pretrained: int = 2  # pretrained checkpoints per plan, besides the trainable offline specialists
+    plan_shortlist: int = 8  # best-ranked catalog checkpoints checked for availability and offered to the LLM
+    plan_min_annotations: int = 20  # human annotations before a pretrained specialist is judged against chance
+    plan_llm_max_tokens: int = 1024
 
     def __post_init__(self) -> None:
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
