@@ -20,7 +20,6 @@ Reliability rules, and why:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -35,6 +34,17 @@ from backend.decision.budget import Budget, Budgets, BudgetTotals, PriceTable
 from backend.decision.routing import Route, final_route
 
 from .cache import CachedAnswer, LRUCache, ReviewCache, SqlCache, TieredCache, cache_key
+from .client import (
+    error_message,
+    forget_endpoint_capabilities,
+    make_client,
+    note_schema_support,
+    rejects_schema,
+    retry_after,
+    retryable,
+    schema_supported,
+    usage_tokens,
+)
 from .parse import parse_answer
 from .prompt import PROMPT_VERSION, build_messages, response_schema
 
@@ -42,14 +52,9 @@ log = logging.getLogger(__name__)
 
 ReviewStatus = Literal["valid", "invalid", "abstain", "error", "timeout", "over_budget", "cached"]
 
-_RETRYABLE_STATUS = frozenset({429})  # plus every 5xx; no other 4xx: the request itself is wrong
-_SCHEMA_REJECTED_STATUS = frozenset({400, 422})
-_MAX_RETRY_AFTER_S = 30.0
 _NO_DEADLINE_S = 365 * 24 * 3600.0  # "no time budget", kept finite so deadline arithmetic stays plain floats
 
-# base URL → whether it accepts response_format json_schema (absent: not known yet, try it).
-_schema_support: dict[str, bool] = {}
-_schema_lock = threading.Lock()
+__all__ = ["ReviewItem", "ReviewResult", "Reviewer", "ReviewerConfig", "forget_endpoint_capabilities"]
 
 
 @dataclass(frozen=True)
@@ -156,12 +161,8 @@ class Reviewer:
         cfg = ReviewerConfig.from_object(config)
         self.config = cfg
         self.model = cfg.llm_model
-        self.client = client or OpenAI(
-            base_url=cfg.openai_base_url or None,
-            api_key=cfg.openai_api_key or "not-needed",
-            timeout=cfg.llm_timeout_seconds,
-            max_retries=0,  # retries are ours: backoff policy, attempt counts and the batch deadline
-        )
+        # Retries are ours: backoff policy, attempt counts and the batch deadline.
+        self.client = client or make_client(cfg.openai_base_url, cfg.openai_api_key, cfg.llm_timeout_seconds)
         self.endpoint = str(self.client.base_url)
         self.prices = prices or PriceTable.from_text(cfg.llm_prices)
         self.budgets = budgets or Budgets(cfg.llm_budget_calls, cfg.llm_budget_usd)
@@ -260,8 +261,7 @@ class Reviewer:
                                 error=f"budget spent: {t.calls} calls (cap {t.max_calls or '∞'}), "
                                       f"${t.usd:.4f} (cap {t.max_usd or '∞'})")
         a = _Attempt(started=started)
-        with _schema_lock:
-            a.structured = _schema_support.get(self.endpoint, True)
+        a.structured = schema_supported(self.endpoint)
         return self._call(item, key, budget, deadline, a)
 
     def _call(self, item: ReviewItem, key: str, budget: Budget, deadline: float, a: _Attempt) -> ReviewResult:
@@ -288,14 +288,14 @@ class Reviewer:
                 return self._result("timeout", a, error=why)
             except openai.APIStatusError as exc:
                 code = exc.status_code
-                a.last_error = f"HTTP {code}: {_message(exc)}"
-                if a.structured and not a.fell_back and _rejects_schema(code, a.last_error):
+                a.last_error = f"HTTP {code}: {error_message(exc)}"
+                if a.structured and not a.fell_back and rejects_schema(code, a.last_error):
                     log.info("endpoint %s rejected response_format (%s); retrying as plain text", self.endpoint, code)
                     a.structured, a.fell_back = False, True
                     continue
-                if not (code >= 500 or code in _RETRYABLE_STATUS):
+                if not retryable(code):
                     return self._result("error", a, error=a.last_error)
-                wait_s = max(delay, _retry_after(exc))
+                wait_s = max(delay, retry_after(exc))
             except openai.APIConnectionError as exc:
                 a.last_error = f"connection error: {exc}"
                 wait_s = delay
@@ -314,17 +314,11 @@ class Reviewer:
         return f"{reason} (last error: {a.last_error})" if a.last_error else reason
 
     def _answered(self, item: ReviewItem, key: str, budget: Budget, a: _Attempt, resp: Any) -> ReviewResult:
-        if a.fell_back:
-            with _schema_lock:
-                _schema_support[self.endpoint] = False
-        elif a.structured:
-            with _schema_lock:
-                _schema_support.setdefault(self.endpoint, True)
+        if a.fell_back or a.structured:
+            note_schema_support(self.endpoint, not a.fell_back)
         choice = resp.choices[0] if resp.choices else None
         raw = (choice.message.content if choice is not None and choice.message is not None else None) or ""
-        usage = getattr(resp, "usage", None)
-        p_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
-        c_tok = int(getattr(usage, "completion_tokens", 0) or 0)
+        p_tok, c_tok = usage_tokens(resp)
         cost = self.prices.cost(self.model, p_tok, c_tok)
         budget.record(self.model, p_tok, c_tok, cost)
         parsed = parse_answer(raw, item.choices)
@@ -336,34 +330,3 @@ class Reviewer:
         return self._result(parsed.status, a, verdict=parsed.verdict, raw=raw, prompt_tokens=p_tok,
                             completion_tokens=c_tok, cost_usd=cost.usd, priced=cost.priced, error=error,
                             structured=a.structured)
-
-
-def _rejects_schema(code: int, message: str) -> bool:
-    """Did the server refuse response_format? A 400/422, or any error naming it: llama-cpp-python's server, for one,
-    answers `json_schema` with a *500* whose body is a validation error on `response_format.type`."""
-    lowered = message.lower()
-    return code in _SCHEMA_REJECTED_STATUS or "response_format" in lowered or "json_schema" in lowered
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, Mapping):
-        err = body.get("error", body)
-        if isinstance(err, Mapping) and err.get("message"):
-            return str(err["message"])[:300]
-    return str(exc.message)[:300]
-
-
-def _retry_after(exc: openai.APIStatusError) -> float:
-    """The server's Retry-After in seconds (capped), or 0 when absent or not a number of seconds."""
-    try:
-        value = float(exc.response.headers.get("retry-after", "0"))
-    except (TypeError, ValueError):
-        return 0.0
-    return min(max(value, 0.0), _MAX_RETRY_AFTER_S)
-
-
-def forget_endpoint_capabilities() -> None:
-    """Forget which endpoints reject json_schema (tests, or after an endpoint is upgraded)."""
-    with _schema_lock:
-        _schema_support.clear()
