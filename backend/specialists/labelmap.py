@@ -15,7 +15,7 @@ _SYNONYMS: list[set[str]] = [
     {"negative", "neg", "bearish", "bad", "unfavorable", "unfavourable", "sad", "1star", "2stars"},
     {"neutral", "neu", "none", "objective", "3stars", "mixed"},
     {"toxic", "offensive", "off", "abusive", "hate", "hateful", "insult", "toxicity"},
-    {"nontoxic", "nottoxic", "notoffensive", "not", "clean", "normal", "nothate", "neither"},
+    {"nontoxic", "nottoxic", "notoffensive", "nonoffensive", "not", "clean", "normal", "nothate", "nonhate", "neither"},
 ]
 
 
