@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backend import metrics
-from backend.decision.routing import final_route, parse_class_thresholds, route
+from backend.decision.routing import cap_review, final_route, parse_class_thresholds, route
 from backend.decision.voting import Decision
 from backend.settings import Settings
 
@@ -114,6 +114,11 @@ class HardSampleReview:
             out.append(Outcome(labels, route_score("auto", d.confidence), r.name, r.reason))
             if r.name == "llm":
                 hard.append(i)
+        share = self.settings.review_max_share
+        hard, released = cap_review(hard, [d.confidence for d in decisions], len(decisions), share)
+        for i in released:
+            out[i].route = "auto"
+            out[i].reason = f"{out[i].reason}; accepted: review share capped at {share:g} (REVIEW_MAX_SHARE)"
         return out, hard
 
     def settle(self, project_id: str, names: Sequence[str], texts: Sequence[str],

@@ -77,6 +77,7 @@ class Settings:
     review_confidence_threshold: float = 0.0  # 0: disagreements only (the paper); 1.0: review everything
     review_rule: str = "disagreement_or_confidence"
     review_class_thresholds: str = ""  # JSON {"Neutral": 0.8}
+    review_max_share: float = 1.0  # at most this share of a batch is reviewed, least confident first; 1: no cap
     review_guideline: str = ""
     # Where hard samples are reviewed: "inline" inside /predict, or "async" (/predict answers with the ensemble's
     # labels at once; an rq job, or a thread without REDIS_URL, reviews them and pushes the results to Label Studio).

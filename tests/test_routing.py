@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.decision.routing import RULES, Route, final_route, parse_class_thresholds, route, threshold_for
+from backend.decision.routing import RULES, Route, cap_review, final_route, parse_class_thresholds, route, threshold_for
 from backend.decision.voting import Decision, decide
 
 NAMES = ("Positive", "Negative", "Neutral")
@@ -99,3 +99,13 @@ def test_final_route(status, verdict, name, reason):
 def test_final_route_keeps_the_error_in_the_reason():
     assert final_route("timeout", None, "time budget") == Route("human", "LLM review timed out: time budget")
     assert final_route("mystery").name == "human"
+
+
+def test_cap_review_keeps_the_least_confident_within_the_share():
+    conf = [0.9, 0.3, 0.5, 0.2, 0.8, 0.4, 0.95, 0.6, 0.7, 0.1]
+    hard = [1, 2, 3, 5, 9]
+    kept, released = cap_review(hard, conf, n_items=10, max_share=0.3)
+    assert sorted(kept) == [1, 3, 9] and sorted(released) == [2, 5]  # confidences 0.3, 0.2, 0.1 kept
+    assert cap_review(hard, conf, 10, 1.0) == (hard, [])  # no cap
+    assert cap_review(hard, conf, 10, 0.5) == (hard, [])  # under the cap: all kept
+    assert cap_review(hard, conf, 10, 0.0) == ([], hard)
