@@ -56,13 +56,52 @@ def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: Bundle
         if entry.family == "hf":
             # Continue from the served weights rather than the original hub checkpoint.
             params["checkpoint"] = str(ref.path / "specialists" / entry.name / "checkpoint")
-            params["mode"] = settings.finetune_mode
-            for knob, key in (("finetune_lr", "lr"), ("finetune_epochs", "epochs"),
-                              ("finetune_batch_size", "train_batch_size")):
-                if getattr(settings, knob):
-                    params[key] = getattr(settings, knob)
+            params = finetune_params(params, settings)
         recipe.append({"name": entry.name, "family": entry.family, "params": params, "weight": entry.weight})
     return recipe
+
+
+def finetune_params(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """An hf specialist's params with the fine-tuning knobs from settings (FINETUNE_MODE, _LR, _EPOCHS, ...)."""
+    params = {**params, "mode": settings.finetune_mode}
+    for knob, key in (("finetune_lr", "lr"), ("finetune_epochs", "epochs"),
+                      ("finetune_batch_size", "train_batch_size")):
+        if getattr(settings, knob):
+            params[key] = getattr(settings, knob)
+    return params
+
+
+def planned_recipe(project_id: str, control: ChoiceControl, recipe: list[dict[str, Any]], served: bool,
+                   human_rows: list[dict], settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+    """The recipe with the control's plan (`autoannotator plan`, or made at /setup) applied: its pretrained
+    specialists judged once against chance on the human annotations (dropped ones leave), planned specialists not
+    served yet join. Without a plan, the recipe as it is."""
+    from backend.planning.plan import PlanStore, merge_recipe
+
+    plans = PlanStore(settings.model_dir)
+    plan = plans.for_control(project_id, control)
+    if plan is None:
+        return recipe, []
+    notes = []
+    if not plan.checked and len(human_rows) >= settings.plan_min_annotations and plan.pretrained():
+        from backend.planning.apply import check_on_annotations
+        from backend.planning.catalog import CatalogError, load_catalog
+
+        try:
+            catalog = load_catalog(settings.catalog_file)
+        except CatalogError as exc:
+            log.warning("catalog unreadable, the plan's check cannot restore defaults: %s", exc)
+            catalog = None
+        before = {s["name"] for s in plan.specialists}
+        check_on_annotations(plan, [r["text"] for r in human_rows], [r["choices"] for r in human_rows],
+                             settings.plan_min_annotations, catalog, **settings.runtime)
+        plans.save(plan)
+        gone = sorted(before - {s["name"] for s in plan.specialists})
+        notes.append(f"{control.name}: plan checked on {len(human_rows)} human annotations"
+                     + (f", dropped {gone}" if gone else ""))
+    merged = merge_recipe(recipe if served else None, plan)
+    return [{**s, "params": finetune_params(s["params"], settings)} if s["family"] == "hf" else s
+            for s in merged], notes
 
 
 def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Policy) -> tuple[LabelledData, dict]:
@@ -139,9 +178,11 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         train_rows = [r for r in rows if not r["holdout"]]
         holdout_rows = [r for r in rows if r["holdout"] and r["source"] == "human"]
         human = [r for r in train_rows if r["source"] == "human"]
+        llm = [r for r in train_rows if r["source"] == "llm"] if policy.llm_weight > 0 else []
         key = project_bundle_key(project_id, control.name)
         current = bundles.current(key) or bundles.current(control.bundle_key)
-        if not human or (current is None and len(human) < policy.bootstrap_min):
+        # LLM-settled labels may refine a served bundle (LLM_WEIGHT > 0), never found a project's first one.
+        if not (human or (llm and current is not None)) or (current is None and len(human) < policy.bootstrap_min):
             out.notes.append(f"{control.name}: {len(human)} human corrections, not enough to train")
             continue
         manifest = bundles.manifest(current) if current else None
@@ -150,7 +191,6 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         seen = {r["text"] for r in rows}
         keep = [i for i, t in enumerate(replay.texts) if t not in seen]
         replay = LabelledData([replay.texts[i] for i in keep], [replay.labels[i] for i in keep], replay.source)
-        llm = [r for r in train_rows if r["source"] == "llm"]
         texts = [r["text"] for r in human + llm] + replay.texts
         labels = [list(r["choices"]) for r in human + llm] + replay.labels
         weights = np.array([policy.human_weight] * len(human) + [policy.llm_weight] * len(llm)
@@ -159,9 +199,13 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                 "holdout": [r["id"] for r in holdout_rows], "replay_rows": len(replay.texts),
                 "replay_source": replay_info, "base_version": current.version if current else None,
                 "project": project_id, "control": control.name}
+        recipe, plan_notes = planned_recipe(project_id, control,
+                                            specialist_recipe(manifest, bundles, current, settings),
+                                            manifest is not None, human + holdout_rows, settings)
+        out.notes.extend(plan_notes)
         ref, _ = train_bundle(bundles, control.labels, control.multiple,
                               LabelledData(texts, labels, f"project {project_id} corrections"),
-                              specialist_recipe(manifest, bundles, current, settings), promote=False, key=key,
+                              recipe, promote=False, key=key,
                               sample_weight=weights, data_info=info, **settings.runtime)
         trained += 1
         cand = holdout_f1(bundles, ref, control, holdout_rows, settings)
