@@ -1,4 +1,4 @@
-"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, worker, jobs."""
+"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, evaluate, worker, jobs."""
 
 from __future__ import annotations
 
@@ -161,6 +161,36 @@ def cmd_review_jobs(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(job, default=str))
 
 
+def _floats(value: str | None) -> list[float]:
+    return [float(x) for x in value.split(",") if x.strip()] if value else []
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.evaluation.evaluate import EvalConfig, evaluate
+
+    changes = {k: v for k, v in (("review_confidence_threshold", args.threshold), ("review_rule", args.rule),
+                                 ("review_max_share", args.max_review_share)) if v is not None}
+    cfg = EvalConfig(
+        source=[Path(p) for p in args.source], stream=Path(args.stream), out=Path(args.out),
+        test=Path(args.test) if args.test else None, test_split=args.test_split,
+        source_test=Path(args.source_test) if args.source_test else None, reviewer=args.reviewer,
+        stage_size=args.stage_size, text_col=args.text_col, label_col=args.label_col, label_map=args.label_map,
+        source_text_col=args.source_text_col, source_label_col=args.source_label_col,
+        labels=[x.strip() for x in args.labels.split(",")] if args.labels else None, seed=args.seed,
+        source_rows=args.source_rows, stream_rows=args.stream_rows, test_rows=args.test_rows,
+        relabel=not args.no_relabel, human_fallback=args.human_fallback, sweep=_floats(args.sweep),
+        llm_only_sample=args.llm_only_sample, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        name=args.name or "", progress=not args.no_progress)
+    try:
+        results = evaluate(cfg, settings.with_(**changes))
+    except ValueError as exc:
+        sys.exit(f"autoannotator evaluate: {exc}")
+    print((Path(args.out) / "results.md").read_text(), file=sys.stderr)
+    keys = ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "llm_calls", "llm_tokens",
+            "llm_only_tokens", "simulation")
+    print(json.dumps({k: results[k] for k in keys}, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autoannotator", description="Label Studio ML backend: SLM ensemble + LLM review")
     sub = p.add_subparsers(dest="command", required=True)
@@ -237,6 +267,43 @@ def build_parser() -> argparse.ArgumentParser:
     rj.add_argument("--project")
     rj.add_argument("--status")
     rj.set_defaults(func=cmd_review_jobs)
+
+    ev = sub.add_parser("evaluate", help="run the annotation-stream protocol (cold start, staged review and "
+                                         "learning) through the service's code; write DIR/results.json, .md, plots")
+    ev.add_argument("--source", nargs="+", required=True, help="cold-start training file(s)")
+    ev.add_argument("--stream", required=True, help="the items to annotate, in order, in stages")
+    ev.add_argument("--test", help="held-out test file (default: --test-split of the stream)")
+    ev.add_argument("--test-split", type=float, default=0.3, help="share of the stream held out as test "
+                                                                    "when --test is not given")
+    ev.add_argument("--source-test", help="a test file from the source domain, to measure forgetting")
+    ev.add_argument("--reviewer", default="oracle", help="oracle | simulated:P | llm (OPENAI_BASE_URL, LLM_MODEL)")
+    ev.add_argument("--stage-size", type=int, default=1000)
+    ev.add_argument("--out", required=True, help="output directory")
+    ev.add_argument("--text-col", default="text", help="column name, or a position for a file with no header")
+    ev.add_argument("--label-col", default="label", help="column name, or a position for a file with no header")
+    ev.add_argument("--source-text-col", help="--text-col for the --source and --source-test files")
+    ev.add_argument("--source-label-col", help="--label-col for the --source and --source-test files")
+    ev.add_argument("--label-map", help='JSON (or a file) renaming labels, e.g. {"negative": "Bearish", "0": '
+                                        '"Bearish"}')
+    ev.add_argument("--labels", help="the project's choices, comma-separated (default: the labels in the data)")
+    ev.add_argument("--threshold", type=float, help="REVIEW_CONFIDENCE_THRESHOLD for this run")
+    ev.add_argument("--rule", help="REVIEW_RULE for this run")
+    ev.add_argument("--max-review-share", type=float, help="REVIEW_MAX_SHARE for this run")
+    ev.add_argument("--sweep", help="also run these thresholds, comma-separated, for the trade-off plot")
+    ev.add_argument("--no-relabel", action="store_true", help="keep each item's label from its own stage instead "
+                                                              "of re-predicting unreviewed items with the final models")
+    ev.add_argument("--human-fallback", action="store_true", help="items the LLM does not settle get the gold label "
+                                                                  "(a human settles them) instead of the ensemble's")
+    ev.add_argument("--llm-only-sample", type=int, default=0, help="send N random stream items to the LLM to "
+                                                                   "measure the LLM-only cost and accuracy")
+    ev.add_argument("--source-rows", type=int, help="use a seeded sample of N source rows")
+    ev.add_argument("--stream-rows", type=int, help="use a seeded sample of N stream items")
+    ev.add_argument("--test-rows", type=int, help="use a seeded sample of N test items")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--cache-dir", help="embedding cache shared between runs (default: inside --out)")
+    ev.add_argument("--name", help="the run's name in reports (default: the stream file's name)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
 
     j = sub.add_parser("jobs", help="list training jobs")
     j.add_argument("--project")

@@ -1,8 +1,9 @@
 """Embeddings of a frozen encoder, kept on disk between training stages.
 
 A stage replays thousands of earlier texts; with a frozen encoder their embeddings never change, so
-each is computed once per encoder and read back afterwards (SQLite, one row per text hash). Only
-training uses it: serving texts are new.
+each is computed once per encoder and read back afterwards (SQLite, one row per text hash). Training
+uses it, and the evaluation harness, which scores the same test texts after every stage; serving texts
+are new and skip it.
 """
 
 from __future__ import annotations

@@ -137,7 +137,9 @@ class EncoderSpecialist(Specialist):
             self.head = clf.fit(x, np.asarray(y), sample_weight=sample_weight)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        proba = self.head.predict_proba(self.encoder.encode(texts))
+        # Serving texts are new, so only runs that re-score the same texts (the evaluation harness) opt in.
+        x = self._training_embeddings(texts) if self.runtime.get("cache_predictions") else self.encoder.encode(texts)
+        proba = self.head.predict_proba(x)
         if self.multiple:
             return np.asarray(proba, dtype=np.float64)
         return pad_columns(proba, self.head.classes_, len(self.labels))

@@ -1,0 +1,150 @@
+"""`autoannotator evaluate`: one cold start, the stream run, an optional threshold sweep, the reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.evaluation import data as eval_data
+from backend.evaluation.report import SIMULATION_BANNER, markdown, plots
+from backend.evaluation.reviewers import make_reviewer
+from backend.evaluation.stream import Harness, no_learning
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    source: list[Path]
+    stream: Path
+    out: Path
+    test: Path | None = None
+    test_split: float = 0.3
+    source_test: Path | None = None
+    reviewer: str = "oracle"
+    stage_size: int = 1000
+    text_col: str = "text"
+    label_col: str = "label"
+    source_text_col: str | None = None
+    source_label_col: str | None = None
+    label_map: str | None = None
+    labels: list[str] | None = None
+    seed: int = 0
+    source_rows: int | None = None
+    stream_rows: int | None = None
+    test_rows: int | None = None
+    relabel: bool = True
+    human_fallback: bool = False
+    sweep: list[float] = field(default_factory=list)
+    llm_only_sample: int = 0
+    cache_dir: Path | None = None
+    name: str = ""
+    progress: bool = True
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} CPUs, {platform.machine()}, load {os.getloadavg()[0]:.2f}"
+
+
+def llm_only(settings: Settings, data: eval_data.EvalData, figures: dict[str, Any], sample: int, seed: int
+             ) -> dict[str, Any] | None:
+    """Tokens to label every stream item with the LLM, one prompt per item (the paper's LLM-only baseline).
+
+    With `sample` > 0, that many random stream items are sent through a fresh reviewer (no cache) and the mean
+    is measured; otherwise the mean of the run's own review calls is used. Either way it is extrapolated.
+    """
+    n = figures["items"]
+    if sample > 0 and settings.llm_model:
+        from backend.llm import Reviewer, ReviewItem
+        from backend.llm.cache import LRUCache
+
+        idx = sorted(random.Random(seed).sample(range(len(data.stream)), min(sample, len(data.stream))))
+        with Reviewer(settings, cache=LRUCache(sample + 1)) as reviewer:
+            results = reviewer.review([ReviewItem(data.stream.texts[i], data.labels) for i in idx],
+                                      "llm-only", time_budget_s=0)
+        used = [r.prompt_tokens + r.completion_tokens for r in results]
+        right = [r.verdict == data.stream.labels[i] for r, i in zip(results, idx, strict=True)]
+        mean = sum(used) / max(len(used), 1)
+        return {"llm_only_tokens": round(mean * n), "mean_tokens_per_item": round(mean, 1), "sample": len(idx),
+                "llm_only_accuracy_on_sample": sum(right) / max(len(right), 1),
+                "valid_answers_on_sample": sum(r.verdict is not None for r in results) / max(len(results), 1),
+                "method": f"measured on {len(idx)} random stream items, extrapolated to {n}"}
+    if figures["llm_calls"]:
+        mean = figures["llm_tokens"] / figures["llm_calls"]
+        return {"llm_only_tokens": round(mean * n), "mean_tokens_per_item": round(mean, 1),
+                "method": f"mean of the run's {figures['llm_calls']} review calls × {n} items"}
+    return None
+
+
+def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any]:
+    """Run the protocol and write DIR/results.json, results.md, stages.png and tradeoff.png."""
+    t0 = time.perf_counter()
+    settings = settings or Settings.from_env()
+    label_map = eval_data.parse_label_map(cfg.label_map)
+    data = eval_data.load(cfg.source, cfg.stream, cfg.test, cfg.test_split, cfg.source_test, cfg.text_col,
+                          cfg.label_col, label_map, cfg.labels, cfg.seed, cfg.source_rows, cfg.stream_rows,
+                          cfg.test_rows, cfg.source_text_col, cfg.source_label_col)
+    reviewer = make_reviewer(cfg.reviewer, settings, cfg.seed)
+    if reviewer.simulation:
+        log.warning(SIMULATION_BANNER)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    progress = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        progress = tqdm
+    harness = Harness(data, settings, cfg.out / "work", cfg.cache_dir or (cfg.out / "work" / "cache"), progress)
+    cold = harness.cold_start()
+    log.info("cold start: test %.4f, stream vote %.4f", cold["test_accuracy"], cold["stream_vote_accuracy"])
+    try:
+        main = harness.run("run", reviewer, cfg.stage_size, cfg.relabel, cfg.human_fallback)
+        sweep = []
+        for t in cfg.sweep:
+            point = main if t == settings.review_confidence_threshold else harness.run(
+                f"sweep-{t:g}", make_reviewer(cfg.reviewer, settings, cfg.seed), cfg.stage_size, cfg.relabel,
+                cfg.human_fallback, review_confidence_threshold=t)
+            sweep.append({"threshold": t, "reviewed_share": point["reviewed_share"],
+                          "final_accuracy": point["final_accuracy"], "auto_accuracy": point["auto_accuracy"],
+                          "final_accuracy_without_relabel": point["final_accuracy_without_relabel"],
+                          "test_accuracy": point["test_accuracy"]})
+    finally:
+        close = getattr(reviewer, "close", None)
+        if close:
+            close()
+    cold_stream = cold.pop("_stream")
+    results: dict[str, Any] = {
+        "name": cfg.name or cfg.stream.stem,
+        "simulation": reviewer.simulation,
+        **{k: main[k] for k in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "llm_calls",
+                                "llm_tokens")},
+        "llm_only_tokens": None,
+        "stages": [{"stage": s["stage"], "hard_share": s["hard_share"], "specialists": s["test_specialists"],
+                    "ensemble": s["test_accuracy"]} for s in main["stages"]],
+        "run": main, "cold_start": cold,
+        "no_learning": no_learning(cold_stream, data.stream.labels, harness.settings_for(cfg.out / "work"),
+                                   data.labels, cfg.stage_size),
+        "sweep": sweep,
+        "data": {"labels": data.labels, "source": " + ".join(str(p) for p in cfg.source),
+                 "source_rows": len(data.source), "stream": data.stream.origin, "stream_rows": len(data.stream),
+                 "test": data.test.origin, "test_rows": len(data.test), "notes": data.notes},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+                   if k not in ("source",)} | {"source": [str(p) for p in cfg.source]},
+    }
+    lo = llm_only(settings, data, main, cfg.llm_only_sample, cfg.seed)
+    if lo:
+        results["llm_only"] = lo
+        results["llm_only_tokens"] = lo["llm_only_tokens"]
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["machine"] = _machine()
+    (cfg.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (cfg.out / "results.md").write_text(markdown(results))
+    plots(results, cfg.out)
+    return results

@@ -1,0 +1,129 @@
+"""results.json → a markdown table and PNG plots, so a run can be read without opening JSON.
+
+matplotlib is imported here only, with the headless Agg backend: the harness runs on servers and in CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SIMULATION_BANNER = ("**SIMULATION**: the reviewer is simulated (right with probability P); "
+                     "these are not measured labels.")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    main = results["run"]
+    cold = results["cold_start"]
+    lines = [f"# Evaluation: {results['name']}", ""]
+    if main["simulation"]:
+        lines += [SIMULATION_BANNER, ""]
+    data = results["data"]
+    lines += [f"Source {data['source_rows']} rows ({data['source']}); stream {data['stream_rows']} items "
+              f"({data['stream']}); test {data['test_rows']} items ({data['test']}). Reviewer `{main['reviewer']}`, "
+              f"stages of {results['config']['stage_size']}, rule `{main['settings']['review_rule']}`, threshold "
+              f"{main['settings']['review_confidence_threshold']}, max review share "
+              f"{main['settings']['review_max_share']}.", ""]
+    rows = [
+        ("final accuracy (stream's final labels)", _pct(main["final_accuracy"])),
+        ("final accuracy without the final re-label pass", _pct(main["final_accuracy_without_relabel"])),
+        ("reviewed share", _pct(main["reviewed_share"])),
+        ("sent for review, left to humans (not settled)", _pct(main["human_share"])),
+        ("auto-accepted share / accuracy (stream)", f"{_pct(main['auto_share'])} / {_pct(main['auto_accuracy'])}"),
+        ("auto-accepted share / accuracy (unseen test, final models)",
+         f"{_pct(main['test_auto_share'])} / {_pct(main['test_auto_accuracy'])}"),
+        ("reviewer accuracy on what it settled", _pct(main["reviewer_accuracy"])),
+        ("plain vote, no review, no learning (stream)", _pct(main["vote_accuracy"])),
+        ("same router and reviewer, no learning (oracle)",
+         f"{_pct(results['no_learning']['final_accuracy'])} at {_pct(results['no_learning']['reviewed_share'])} "
+         "reviewed"),
+        ("best single specialist at cold start (stream)", _pct(max(cold["stream_specialists"].values()))),
+        ("ensemble on test: cold start → end", f"{_pct(cold['test_accuracy'])} → {_pct(main['test_accuracy'])}"),
+        ("LLM calls / tokens / USD", f"{main['llm_calls']} / {main['llm_tokens']} / {main['llm_cost_usd']}"),
+    ]
+    if results.get("llm_only"):
+        lo = results["llm_only"]
+        rows.append(("LLM-only tokens (every item, same prompt)",
+                     f"{lo['llm_only_tokens']} ({lo['method']})"))
+    if main.get("source_test"):
+        st = main["source_test"]
+        rows.append(("source test: cold start → end", f"{_pct(st['before'])} → {_pct(st['after'])} "
+                                                      f"({st['change_points']:+.2f} pt)"))
+    lines += ["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
+    names = list(main["specialists"])
+    lines += ["| stage | items | hard share | auto acc. | " + " | ".join(f"test {n}" for n in names)
+              + " | test ensemble | training |",
+              "|---" * (5 + len(names)) + "|---|"]
+    for s in main["stages"]:
+        lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} | {_pct(s['auto_accuracy'])} | "
+                     + " | ".join(_pct(s["test_specialists"].get(n)) for n in names)
+                     + f" | {_pct(s['test_accuracy'])} | {s['training']} |")
+    if results.get("sweep"):
+        lines += ["", "| threshold | reviewed share | final accuracy | auto-accepted accuracy |", "|---|---|---|---|"]
+        for p in results["sweep"]:
+            lines.append(f"| {p['threshold']} | {_pct(p['reviewed_share'])} | {_pct(p['final_accuracy'])} | "
+                         f"{_pct(p['auto_accuracy'])} |")
+    lines += ["", f"Cold start {cold['seconds']} s; whole run {results['seconds']} s on {results['machine']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = results["run"]
+    title = results["name"] + (" (SIMULATION)" if main["simulation"] else "")
+    written = []
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    stages = main["stages"]
+    xs = [0] + [s["stage"] for s in stages]
+    cold = results["cold_start"]
+    for name in main["specialists"]:
+        ax.plot(xs, [cold["test_specialists"].get(name)] + [s["test_specialists"].get(name) for s in stages],
+                marker="o", label=f"{name} (test)")
+    ax.plot(xs, [cold["test_accuracy"]] + [s["test_accuracy"] for s in stages], marker="s", lw=2,
+            label="ensemble (test)")
+    ax.plot([s["stage"] for s in stages], [s["hard_share"] for s in stages], ls="--", color="black",
+            label="hard share (stream)")
+    ax.set_xlabel("stage (0 = cold start)")
+    ax.set_ylabel("accuracy / share")
+    ax.set_title(f"{title}: per stage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "stages.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = results.get("sweep") or [{"threshold": main["settings"]["review_confidence_threshold"],
+                                       "reviewed_share": main["reviewed_share"],
+                                       "final_accuracy": main["final_accuracy"]}]
+    points = sorted(points, key=lambda p: p["reviewed_share"])
+    ax.plot([p["reviewed_share"] for p in points], [p["final_accuracy"] for p in points], marker="o", lw=2,
+            label="stream final accuracy (learning on)")
+    for p in points:
+        ax.annotate(f"t={p['threshold']}", (p["reviewed_share"], p["final_accuracy"]), fontsize=7,
+                    textcoords="offset points", xytext=(3, -10))
+    curve = main["test_tradeoff"]
+    ax.plot([c["reviewed_share"] for c in curve], [c["accuracy"] for c in curve], ls="--",
+            label="unseen test, final models, least confident reviewed")
+    ax.set_xlabel("share of items reviewed")
+    ax.set_ylabel("final accuracy")
+    ax.set_title(f"{title}: accuracy against review effort")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "tradeoff.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    return written

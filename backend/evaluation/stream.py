@@ -1,0 +1,331 @@
+"""The annotation-stream protocol, run through the service's own code.
+
+Cold start: `train_bundle` on the source only. Then, stage by stage: the served ensemble predicts
+(`load_ensemble`), the service's router picks the hard samples (`HardSampleReview.triage`: rule, threshold,
+per-class thresholds, REVIEW_MAX_SHARE), the reviewer settles them, its labels are recorded as the webhook
+records annotations (`CorrectionLog`), and `finetune.trainer.run_stage` trains, gates and promotes exactly as
+the rq worker does. Nothing here re-implements a decision the service makes; it only keeps the score.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from backend.bundles import BundleRef, BundleStore
+from backend.datasets import LabelledData
+from backend.decision.voting import Decision, decide
+from backend.evaluation.base import HardSample, StreamReviewer, Verdict
+from backend.evaluation.data import EvalData, Split
+from backend.labelconfig import parse_label_config, project_bundle_key
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROJECT = "evaluation"
+CONTROL = "label"
+
+
+def label_config(labels: Sequence[str]) -> str:
+    """The single-choice project the stream is annotated in."""
+    choices = "".join(f"<Choice value={quoteattr(x)}/>" for x in labels)
+    return (f'<View><Text name="text" value="$text"/><Choices name="{CONTROL}" toName="text" choice="single">'
+            f"{choices}</Choices></View>")
+
+
+@dataclass
+class Scored:
+    """An ensemble's answers on a split: its decisions, and each specialist's own accuracy."""
+
+    decisions: list[Decision]
+    predicted: list[str]
+    accuracy: float
+    specialists: dict[str, float]
+
+
+def score(ensemble: Any, split: Split) -> Scored:
+    """One pass per specialist; the ensemble's vote is combined from the same probabilities."""
+    m = ensemble.manifest
+    probas = ensemble.probabilities(split.texts)
+    decisions = decide(probas, ensemble.weights, m.temperature, m.multiple, m.threshold)
+    gold = np.array(split.labels, dtype=object)
+    predicted = [m.labels[d.labels[0]] for d in decisions]
+    specialists = {e.name: float(np.mean(np.array([m.labels[j] for j in p.argmax(1)], dtype=object) == gold))
+                   for e, p in zip(m.specialists, probas, strict=True)}
+    return Scored(decisions, predicted, float(np.mean(np.array(predicted, dtype=object) == gold)), specialists)
+
+
+@dataclass
+class Item:
+    """Where one stream item ended."""
+
+    label: str  # the final label the project holds for it
+    route: str  # auto | reviewed | human (sent for review, not settled)
+    predicted: str  # the ensemble's label at its stage
+    verdict: Verdict | None = None
+
+
+@dataclass
+class RunState:
+    items: list[Item] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Harness:
+    """One evaluation: the data, the settings every run shares, and where runs write their models."""
+
+    def __init__(self, data: EvalData, settings: Settings, workdir: Path, cache_dir: Path,
+                 progress: Callable[..., Any] | None = None):
+        self.data = data
+        self.settings = settings
+        self.workdir = workdir
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.config = label_config(data.labels)
+        self.space = parse_label_config(self.config)
+        self.control = self.space.controls[0]
+        self.cold: dict[str, Any] = {}
+
+    # -- settings and models ------------------------------------------------------------------------------------
+    def settings_for(self, run_dir: Path, **changes: Any) -> Settings:
+        return self.settings.with_(data_dir=run_dir, model_dir=run_dir / "models", database_url="",
+                                   bundle_refresh_seconds=0.0, **changes)
+
+    def runtime(self, settings: Settings) -> dict[str, Any]:
+        # A frozen encoder embeds a text the same way at every stage: read it back rather than recompute.
+        return {**settings.runtime, "cache_predictions": True}
+
+    def _link_cache(self, run_dir: Path) -> None:
+        models = run_dir / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        link = models / "cache"
+        if not link.exists():
+            link.symlink_to(self.cache_dir.resolve(), target_is_directory=True)
+
+    def ensemble(self, settings: Settings, ref: BundleRef) -> Any:
+        from backend.ensemble import load_ensemble
+
+        bundles = BundleStore(settings.model_dir)
+        return load_ensemble(ref, bundles.manifest(ref), **self.runtime(settings))
+
+    def current(self, settings: Settings) -> BundleRef:
+        bundles = BundleStore(settings.model_dir)
+        ref = bundles.current(project_bundle_key(PROJECT, CONTROL)) or bundles.current(self.control.bundle_key)
+        if ref is None:
+            raise RuntimeError("no bundle to serve: the cold start did not commit one")
+        return ref
+
+    # -- cold start -----------------------------------------------------------------------------------------------
+    def cold_start(self) -> dict[str, Any]:
+        """Train the default specialists on the source only, and score them before any stream item is seen."""
+        from backend.training import train_bundle
+
+        run_dir = self.workdir / "cold-start"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        self._link_cache(run_dir)
+        settings = self.settings_for(run_dir)
+        source_file = self.workdir / "source.jsonl"
+        _write_jsonl(source_file, self.data.source)
+        t0 = time.perf_counter()
+        data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
+        ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
+                                     data_info={"text_col": "text", "label_col": "label"}, **self.runtime(settings))
+        seconds = time.perf_counter() - t0
+        ensemble = self.ensemble(settings, ref)
+        stream = score(ensemble, self.data.stream)
+        test = score(ensemble, self.data.test)
+        self.cold = {"seconds": round(seconds, 1), "version": ref.version, "source_rows": len(self.data.source),
+                     "stream_vote_accuracy": stream.accuracy, "stream_specialists": stream.specialists,
+                     "test_accuracy": test.accuracy, "test_specialists": test.specialists,
+                     "calibration": manifest.metrics.get("ensemble", {}), "_stream": stream}
+        if self.data.source_test is not None:
+            self.cold["source_test_accuracy"] = score(ensemble, self.data.source_test).accuracy
+        return self.cold
+
+    # -- one stream run -------------------------------------------------------------------------------------------
+    def run(self, name: str, reviewer: StreamReviewer, stage_size: int, relabel: bool = True,
+            human_fallback: bool = False, **changes: Any) -> dict[str, Any]:
+        """Stream every item in stages through predict → route → review → record → train; returns the figures."""
+        from backend.review import HardSampleReview
+        from backend.store import Store
+        from finetune.corrections import CorrectionLog
+        from finetune.trainer import run_stage
+
+        if not self.cold:
+            self.cold_start()
+        run_dir = self.workdir / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(self.workdir / "cold-start", run_dir, symlinks=True,
+                        ignore=shutil.ignore_patterns("*.db", "*.db-*"))
+        settings = self.settings_for(run_dir, **changes)
+        store = Store(settings.database_url)
+        store.note_project(PROJECT, self.space.config_hash, None, [], [], self.config)
+        corrections = CorrectionLog(store, settings.holdout_every)
+        router = HardSampleReview(settings)
+        names = list(self.data.labels)
+        stream = self.data.stream
+        state = RunState()
+        bar = self.progress(total=len(stream), desc=name, unit="item") if self.progress else None
+        for stage, start in enumerate(range(0, len(stream), stage_size), start=1):
+            t0 = time.perf_counter()
+            idx = list(range(start, min(start + stage_size, len(stream))))
+            part = stream.take(idx)
+            ensemble = self.ensemble(settings, self.current(settings))
+            scored = score(ensemble, part)
+            _, hard = router.triage(names, scored.decisions)
+            samples = [HardSample(idx[i], part.texts[i], part.labels[i], scored.predicted[i],
+                                  scored.decisions[i].confidence, scored.decisions[i].probabilities) for i in hard]
+            verdicts = reviewer.review(PROJECT, names, samples) if samples else []
+            by_pos = dict(zip(hard, verdicts, strict=True))
+            human_rows = []
+            for i in range(len(idx)):
+                v = by_pos.get(i)
+                if v is None:
+                    state.items.append(Item(scored.predicted[i], "auto", scored.predicted[i]))
+                    continue
+                if v.label is None and human_fallback:
+                    v = Verdict(part.labels[i], f"{v.status}; settled by a human (oracle fallback)",
+                                v.prompt_tokens, v.completion_tokens, v.cost_usd, v.raw)
+                    human_rows.append(i)
+                if v.label is None:
+                    state.items.append(Item(scored.predicted[i], "human", scored.predicted[i], v))
+                    continue
+                state.items.append(Item(v.label, "reviewed", scored.predicted[i], v))
+                if reviewer.source == "human" or i in human_rows:
+                    corrections.record(PROJECT, [{"control": CONTROL, "choices": [v.label], "text": part.texts[i],
+                                                  "task_id": idx[i], "annotation_id": idx[i] + 1,
+                                                  "annotator": reviewer.name}], seq=stage)
+                else:
+                    corrections.record_llm(PROJECT, idx[i], CONTROL, v.label, part.texts[i])
+            predict_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            outcome = run_stage(PROJECT, settings, store)
+            train_s = time.perf_counter() - t1
+            after = score(self.ensemble(settings, self.current(settings)), self.data.test)
+            stage_items = state.items[start:]
+            auto = [(it, part.labels[k]) for k, it in enumerate(stage_items) if it.route == "auto"]
+            state.stages.append({
+                "stage": stage, "items": len(idx), "hard_share": len(hard) / len(idx),
+                "reviewed_share": sum(it.route == "reviewed" for it in stage_items) / len(idx),
+                "auto_accuracy": _mean([it.label == y for it, y in auto]),
+                "stage_vote_accuracy": scored.accuracy,
+                "test_accuracy": after.accuracy, "test_specialists": after.specialists,
+                "training": outcome.status, "training_notes": outcome.notes,
+                "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
+            if bar is not None:
+                bar.update(len(idx))
+                bar.set_postfix(stage=stage, hard=f"{len(hard) / len(idx):.0%}", test=f"{after.accuracy:.3f}")
+        if bar is not None:
+            bar.close()
+        return self._figures(settings, reviewer, state, relabel, after)
+
+    # -- figures --------------------------------------------------------------------------------------------------
+    def _figures(self, settings: Settings, reviewer: StreamReviewer, state: RunState, relabel: bool,
+                 final_test: Scored) -> dict[str, Any]:
+        from backend.review import HardSampleReview
+
+        gold = self.data.stream.labels
+        items = state.items
+        n = len(items)
+        final = [it.label for it in items]
+        no_relabel = _mean([a == b for a, b in zip(final, gold, strict=True)])
+        ensemble = self.ensemble(settings, self.current(settings))
+        if relabel:
+            # The final models re-predict what nobody reviewed, as a new model version re-predicts a project.
+            todo = [i for i, it in enumerate(items) if it.route != "reviewed"]
+            again = score(ensemble, self.data.stream.take(todo))
+            for i, label in zip(todo, again.predicted, strict=True):
+                final[i] = label
+        reviewed = [i for i, it in enumerate(items) if it.route == "reviewed"]
+        auto = [i for i, it in enumerate(items) if it.route == "auto"]
+        verdicts = [it.verdict for it in items if it.verdict is not None]
+        tokens = sum(v.prompt_tokens + v.completion_tokens for v in verdicts)
+        calls = sum(1 for v in verdicts if v.prompt_tokens + v.completion_tokens > 0)
+        # Unseen data: how the final router and models would treat the test set, as one batch.
+        _, hard = HardSampleReview(settings).triage(self.data.labels, final_test.decisions)
+        hard_set = set(hard)
+        test_auto = [i for i in range(len(self.data.test)) if i not in hard_set]
+        figures: dict[str, Any] = {
+            "reviewer": reviewer.name, "simulation": reviewer.simulation,
+            "final_accuracy": _mean([a == b for a, b in zip(final, gold, strict=True)]),
+            "final_accuracy_without_relabel": no_relabel, "relabel": relabel,
+            "reviewed_share": len(reviewed) / n,
+            "human_share": sum(it.route == "human" for it in items) / n,
+            "auto_share": len(auto) / n,
+            "auto_accuracy": _mean([items[i].label == gold[i] for i in auto]),
+            "reviewer_accuracy": _mean([items[i].label == gold[i] for i in reviewed]),
+            "vote_accuracy": self.cold["stream_vote_accuracy"],
+            "specialists": final_test.specialists, "test_accuracy": final_test.accuracy,
+            "test_auto_share": len(test_auto) / max(len(self.data.test), 1),
+            "test_auto_accuracy": _mean([final_test.predicted[i] == self.data.test.labels[i] for i in test_auto]),
+            "llm_calls": calls, "llm_tokens": tokens,
+            "llm_cost_usd": round(sum(v.cost_usd for v in verdicts), 6),
+            "stages": state.stages, "items": n,
+            "settings": {"review_rule": settings.review_rule,
+                         "review_confidence_threshold": settings.review_confidence_threshold,
+                         "review_max_share": settings.review_max_share, "holdout_every": settings.holdout_every,
+                         "human_weight": settings.human_weight, "llm_weight": settings.llm_weight,
+                         "replay_size": settings.replay_size, "gate_margin": settings.gate_margin},
+        }
+        if self.data.source_test is not None:
+            after = score(ensemble, self.data.source_test).accuracy
+            before = self.cold["source_test_accuracy"]
+            figures["source_test"] = {"before": before, "after": after,
+                                      "change_points": round(100 * (after - before), 2)}
+        figures["test_tradeoff"] = review_curve(final_test, self.data.test.labels)
+        return figures
+
+
+def review_curve(scored: Scored, gold: Sequence[str], shares: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25,
+                                                                                     0.3, 0.4, 0.5)) -> list[dict]:
+    """Accuracy when the least confident share is reviewed correctly and the rest is accepted."""
+    conf = np.array([d.confidence for d in scored.decisions])
+    right = np.array(scored.predicted, dtype=object) == np.array(gold, dtype=object)
+    order = np.argsort(conf, kind="stable")
+    out = []
+    for share in shares:
+        k = round(share * len(order))
+        fixed = right.copy()
+        fixed[order[:k]] = True
+        out.append({"reviewed_share": share, "accuracy": float(fixed.mean()),
+                    "auto_accuracy": float(right[order[k:]].mean()) if k < len(order) else None})
+    return out
+
+
+def no_learning(cold: Scored, gold: Sequence[str], settings: Settings, labels: Sequence[str], stage_size: int
+                ) -> dict[str, float]:
+    """The same router and a perfect reviewer, but the cold-start models throughout: what learning adds."""
+    from backend.review import HardSampleReview
+
+    router = HardSampleReview(settings)
+    right = reviewed = 0
+    for start in range(0, len(gold), stage_size):
+        part = cold.decisions[start:start + stage_size]
+        _, hard = router.triage(labels, part)
+        hard_set = set(hard)
+        reviewed += len(hard)
+        right += sum(1 for i in range(len(part))
+                     if i in hard_set or cold.predicted[start + i] == gold[start + i])
+    return {"final_accuracy": right / max(len(gold), 1), "reviewed_share": reviewed / max(len(gold), 1)}
+
+
+def _mean(values: Sequence[bool]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def _write_jsonl(path: Path, split: Split) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for text, label in zip(split.texts, split.labels, strict=True):
+            fh.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")

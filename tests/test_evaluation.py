@@ -1,0 +1,178 @@
+"""The evaluation harness on real data (small slices of ../shared/data), real specialists, real training.
+
+The figures it prints must add up: what was reviewed, accepted and left to humans covers the stream, the
+oracle is always right, a simulated reviewer says so everywhere, and an LLM answer that is not exactly a
+choice never becomes a label or a training row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backend.evaluation import data as eval_data
+from backend.evaluation.reviewers import LLMReviewer, SimulatedReviewer, make_reviewer
+from backend.evaluation.stream import Harness
+from backend.settings import Settings
+from tests.conftest import SHARED
+from tests.llm_server import FakeLLM, answer, serving
+
+DATA = SHARED / "data"
+SEMEVAL = DATA / "semeval2017-task4a" / "Subtask_A__downloaded__twitter-2013train-A.tsv"
+TSE = DATA / "tweet-sentiment-extraction" / "initial__train.csv"
+FIN = DATA / "twitter-financial-news-sentiment" / "sent_valid.csv"
+
+
+def small(**kw) -> eval_data.EvalData:
+    args = dict(source=[SEMEVAL], stream=TSE, test=None, test_split=0.3, source_test=None, text_col="text",
+                label_col="sentiment", source_text_col="2", source_label_col="1", source_rows=600,
+                stream_rows=300, test_rows=150, seed=1)
+    args.update(kw)
+    return eval_data.load(**args)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Harness:
+    work = tmp_path_factory.mktemp("eval")
+    h = Harness(small(), Settings.from_env({}), work / "work", work / "cache")
+    h.cold_start()
+    return h
+
+
+def test_data_loading_maps_labels_splits_and_removes_leaks(tmp_path):
+    d = small()
+    assert d.labels == ["negative", "neutral", "positive"]
+    assert len(d.stream) == 300 and len(d.test) == 150 and len(d.source) == 600
+    assert not set(d.source.texts) & (set(d.stream.texts) | set(d.test.texts))
+    assert not set(d.stream.texts) & set(d.test.texts)
+    fin = eval_data.load([SEMEVAL], FIN, None, 0.3, None, "text", "label",
+                         {"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral",
+                          "0": "Bearish", "1": "Bullish", "2": "Neutral"}, ["Bearish", "Bullish", "Neutral"],
+                         source_rows=100, stream_rows=50, source_text_col="2", source_label_col="1")
+    assert set(fin.stream.labels) <= {"Bearish", "Bullish", "Neutral"} and set(fin.source.labels) == set(fin.labels)
+    with pytest.raises(ValueError, match=r"labels \['0', '1', '2'\] are not among the choices.*--label-map"):
+        eval_data.load([SEMEVAL], FIN, None, 0.3, None, "text", "label", None, None, source_rows=100,
+                       source_text_col="2", source_label_col="1")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        eval_data.parse_label_map("{negative: Bearish}")
+    leak = tmp_path / "source.csv"
+    stream = eval_data.read([TSE], "text", "sentiment", None)
+    leak.write_text("text,label\n" + "\n".join(f'"{t}",{y}' for t, y in
+                                                 zip(stream.texts[:5], stream.labels[:5], strict=True)
+                                                 if '"' not in t) + "\nsomething else entirely,neutral\n")
+    d = eval_data.load([leak], TSE, None, 0.3, None, "text", "sentiment", None, ["negative", "neutral", "positive"],
+                       source_label_col="label")
+    assert d.source.texts == ["something else entirely"] and "removed" in d.notes[-1]
+
+
+def test_oracle_run_adds_up_and_learns(harness):
+    r = harness.run("oracle", make_reviewer("oracle", harness.settings), stage_size=100,
+                    review_rule="confidence", review_confidence_threshold=0.6, review_max_share=0.3)
+    assert len(r["stages"]) == 3 and r["items"] == 300
+    assert r["reviewer_accuracy"] == 1.0  # the gold label
+    assert r["reviewed_share"] + r["human_share"] + r["auto_share"] == pytest.approx(1.0)
+    assert r["human_share"] == 0.0
+    assert all(s["hard_share"] <= 0.3 + 1e-9 for s in r["stages"])  # REVIEW_MAX_SHARE holds per stage
+    # Without the re-label pass, the final labels are the reviewed (right) ones plus the auto-accepted ones.
+    assert r["final_accuracy_without_relabel"] == pytest.approx(
+        r["reviewed_share"] + r["auto_share"] * r["auto_accuracy"])
+    assert all(s["training"] in {"promoted", "rejected"} for s in r["stages"])  # run_stage trained each stage
+    assert set(r["specialists"]) == {"tfidf-lr", "minilm-lr", "tfidf-nb"}
+    assert 0.0 < r["test_auto_share"] <= 1.0 and 0.0 <= r["test_auto_accuracy"] <= 1.0
+    from backend.bundles import BundleStore
+    from backend.labelconfig import project_bundle_key
+
+    bundles = BundleStore(harness.workdir / "oracle" / "models")
+    history = bundles.history(project_bundle_key("evaluation", "label"))
+    assert len(history) >= 1  # the project bundle the stages promoted
+
+
+def test_simulated_reviewer_is_reported_as_a_simulation_and_trains_at_llm_trust(harness):
+    reviewer = make_reviewer("simulated:0.5", harness.settings, seed=3)
+    assert isinstance(reviewer, SimulatedReviewer) and reviewer.simulation
+    r = harness.run("simulated", reviewer, stage_size=150, review_rule="confidence",
+                    review_confidence_threshold=0.7)
+    assert r["simulation"] is True and r["reviewer"] == "simulated:0.5"
+    assert 0.2 < r["reviewer_accuracy"] < 0.8
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{harness.workdir / 'simulated' / 'autoannotator.db'}")
+    with engine.connect() as conn:
+        sources = dict(conn.execute(text("SELECT source, count(*) FROM corrections GROUP BY source")).all())
+    assert sources == {"llm": round(r["reviewed_share"] * r["items"])}
+    assert r["stages"][0]["training"] in {"promoted", "rejected"}  # LLM-trust labels refine the served bundle
+
+
+def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
+    fake = FakeLLM(default=answer("positive!!"))  # not exactly a choice: invalid
+    stream = harness.data.stream
+    good = {t for t, y in zip(stream.texts, stream.labels, strict=True) if y == "neutral"}
+    for t in good:
+        fake.script[t] = [answer('{"label": "neutral"}')]
+    with serving(fake) as server:
+        settings = Settings.from_env({}, openai_base_url=server.base_url, openai_api_key="k", llm_model="fake",
+                                     llm_timeout_seconds=5.0)
+        reviewer = LLMReviewer(settings)
+        try:
+            r = harness.run("llm", reviewer, stage_size=150, review_rule="confidence",
+                            review_confidence_threshold=0.6, review_max_share=0.2)
+        finally:
+            reviewer.close()
+    assert fake.calls() >= r["llm_calls"] > 0 and r["llm_tokens"] > 0
+    assert r["reviewer_accuracy"] == 1.0  # only "neutral" answers were valid, and only for neutral items
+    reviewed = round(r["reviewed_share"] * r["items"])
+    human = round(r["human_share"] * r["items"])
+    assert reviewed + human == r["llm_calls"] and human > 0
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{harness.workdir / 'llm' / 'autoannotator.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT choices FROM corrections")).all()
+    assert len(rows) == reviewed and all(json.loads(c) == ["neutral"] if isinstance(c, str) else c == ["neutral"]
+                                         for (c,) in rows)
+
+
+def test_cli_writes_results_table_and_plots(tmp_path, capsys):
+    from backend.cli import main
+
+    out = tmp_path / "out"
+    main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
+          "--stream", str(FIN), "--labels", "Bearish,Bullish,Neutral",
+          "--label-map", json.dumps({"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral",
+                                     "0": "Bearish", "1": "Bullish", "2": "Neutral"}),
+          "--reviewer", "oracle", "--stage-size", "100", "--out", str(out), "--source-rows", "500",
+          "--stream-rows", "200", "--test-rows", "100", "--rule", "confidence", "--threshold", "0.6",
+          "--max-review-share", "0.25", "--sweep", "0.6,0.9", "--no-progress"])
+    results = json.loads((out / "results.json").read_text())
+    for key in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "stages", "llm_calls",
+                "llm_tokens", "llm_only_tokens"):
+        assert key in results
+    assert results["reviewed_share"] <= 0.25 + 1e-9 and results["llm_calls"] == 0
+    assert [p["threshold"] for p in results["sweep"]] == [0.6, 0.9]
+    assert results["sweep"][0]["final_accuracy"] == results["final_accuracy"]
+    assert all({"hard_share", "specialists", "ensemble"} <= set(s) for s in results["stages"])
+    md = (out / "results.md").read_text()
+    assert "| final accuracy (stream's final labels) |" in md and "SIMULATION" not in md
+    for png in ("stages.png", "tradeoff.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["final_accuracy"] == results["final_accuracy"]
+
+
+def test_cli_rejects_bad_reviewer_and_labels(tmp_path):
+    from backend.cli import main
+
+    with pytest.raises(SystemExit, match="expected oracle, simulated:P"):
+        main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
+              "--stream", str(TSE), "--label-col", "sentiment", "--reviewer", "gpt", "--out", str(tmp_path),
+              "--source-rows", "50", "--stream-rows", "20"])
+    with pytest.raises(SystemExit, match="--reviewer llm needs LLM_MODEL"):
+        main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
+              "--stream", str(TSE), "--label-col", "sentiment", "--reviewer", "llm", "--out", str(tmp_path),
+              "--source-rows", "50", "--stream-rows", "20"])
+    with pytest.raises(SystemExit, match="not among the choices"):
+        main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
+              "--stream", str(FIN), "--out", str(tmp_path), "--source-rows", "50", "--stream-rows", "20"])
+    assert not Path(tmp_path / "results.json").exists()
