@@ -19,6 +19,7 @@ from backend import metrics
 from backend.bundles import BundleRef
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
+from backend.planning.service import SetupPlanner
 from backend.review import HardSampleReview, Outcome
 from backend.review_jobs import ReviewJobs
 from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
@@ -49,6 +50,7 @@ class AutoAnnotatorModel:
         self.review = HardSampleReview(self.settings, self.store.engine)
         self.jobs = TrainingJobs(self.store, self.settings)
         self.review_jobs = ReviewJobs(self.store, self.settings)
+        self.planner = SetupPlanner(self.settings)
         self._background = None
         self._review_worker = None
         self.background = background  # False for one-shot commands (prelabel): no learning or review threads
@@ -128,7 +130,8 @@ class AutoAnnotatorModel:
 
     # -- contract ------------------------------------------------------------------------------
     def setup(self, project: Any, label_config: Any, extra_params: Any = None) -> dict[str, Any]:
-        """Cheap: parse (cached), look up CURRENT pointers (cached), warm models in the background."""
+        """Cheap: parse (cached), look up CURRENT pointers (cached), warm models in the background; a control
+        nothing serves gets a plan (PLAN_ON_SETUP), made and built in the background too."""
         self._ensure_background()
         if self.defer_review:
             self._ensure_review_worker()  # jobs left by a previous process, pushes to retry
@@ -140,6 +143,10 @@ class AutoAnnotatorModel:
         missing = [c.name for c, r in resolved if r is None]
         if missing:
             out["untrained_controls"] = missing
+            planning = self.planner.on_setup(project_key(project), [c for c, r in resolved if r is None]) \
+                if self.background else []
+            if planning:
+                out["planning"] = planning
         if space.unsupported:
             out["unsupported"] = list(space.unsupported)
         return out

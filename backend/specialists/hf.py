@@ -105,6 +105,7 @@ class HFClassifierSpecialist(Specialist):
                     label2id={x: i for i, x in enumerate(self.labels)}, ignore_mismatched_sizes=True,
                     problem_type="multi_label_classification" if self.multiple else "single_label_classification",
                 )
+                _init_head_from_mapping(self.model, model, self._old_head_mapping())
                 self.model = model.to(self.device)
                 self.params.pop("label_map", None)
             self.model.to(torch.float32).train()
@@ -138,6 +139,15 @@ class HFClassifierSpecialist(Specialist):
             self.model.eval()
             self._build_projection()
 
+    def _old_head_mapping(self) -> dict[int, int]:
+        """{checkpoint label index: choice index} by name, synonym or label_map; empty when nothing maps."""
+        id2label = {int(i): v for i, v in self.model.config.id2label.items()}
+        try:
+            mapping, _ = map_labels(id2label, self.labels, self.params.get("label_map"))
+        except ValueError:
+            return {}
+        return mapping
+
     # -- persistence ---------------------------------------------------------------------------
     def _save_weights(self, path: Path) -> None:
         self._ensure_loaded(need_projection=False)
@@ -149,3 +159,25 @@ class HFClassifierSpecialist(Specialist):
         if (path / _CKPT / "config.json").exists():
             self._source = str(path / _CKPT)
         # Weights load lazily on first use so that listing or /setup never pays for them.
+
+
+@torch.no_grad()
+def _init_head_from_mapping(old: Any, new: Any, mapping: dict[int, int]) -> None:
+    """Start each row of the new output layer from the old rows that map onto its choice (averaged), so a
+    checkpoint whose labels map onto the project's (a planned one) is fine-tuned from its zero-shot behaviour
+    rather than from a random head. Choices nothing maps to keep their fresh initialisation."""
+    if not mapping:
+        return
+    old_state = old.state_dict()
+    n_old, k = old.config.num_labels, new.config.num_labels
+    body = new.base_model_prefix + "."
+    for name, weight in new.state_dict().items():  # tensors share storage with the parameters
+        prev = old_state.get(name)
+        # Only the head's output rows: outside the encoder body, one row per label in both models.
+        if name.startswith(body) or prev is None or prev.shape[0] != n_old or weight.shape[0] != k \
+                or prev.shape[1:] != weight.shape[1:]:
+            continue
+        for j in range(k):
+            rows = [i for i, target in mapping.items() if target == j]
+            if rows:
+                weight[j] = prev[rows].to(weight.device, weight.dtype).mean(0)
