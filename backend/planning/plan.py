@@ -89,9 +89,18 @@ class Plan:
                 lines.append("      " + ", ".join(f"{k} → {v}" for k, v in label_map.items()))
             if s.get("reason"):
                 lines.append(f"      {s['reason']}")
+        from backend.planning.availability import how_to_make_available
+
+        unavailable = 0
         for d in self.dropped:
-            lines.append(f"  - {d['name']}{' (' + d['checkpoint'] + ')' if d.get('checkpoint') else ''}: {d['reason']}")
+            where = d.get("checkpoint", "")
+            reason, how = d["reason"], how_to_make_available(where)
+            if where and reason.endswith(how):  # said once below, not once per checkpoint
+                reason, unavailable = reason[: -len(how)].rstrip(), unavailable + 1
+            lines.append(f"  - {d['name']}{f' ({where})' if where and where != d['name'] else ''}: {reason}")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if unavailable:
+            lines.append("  " + how_to_make_available("<id>"))
         return "\n".join(lines)
 
 
