@@ -72,29 +72,27 @@ def measure(plan: Plan, texts: Sequence[str], labels: Sequence[Sequence[str]], *
 def check_on_annotations(plan: Plan, texts: Sequence[str], labels: Sequence[Sequence[str]], min_annotations: int,
                          catalog: Catalog | None = None, **runtime: Any) -> bool:
     """Drop pretrained specialists no better than chance on human annotations, once there are enough of them.
-    Records the measurement in `plan.checked`; returns whether the plan changed. Runs once per plan."""
+    Records the measurement in `plan.checked`; returns whether it ran (the plan is then to be saved). Runs once
+    per plan: below `min_annotations`, or with no pretrained specialist, nothing is judged and nothing recorded."""
     if plan.checked:
         return False
     gold = [g for g in _gold(labels, plan.labels, plan.multiple) if g is not None and (not plan.multiple or g)]
     if len(gold) < max(min_annotations, 1) or not plan.pretrained():
         return False
     results = measure(plan, texts, labels, **runtime)
-    changed = False
     for name, r in results.items():
         if r.get("error"):
             plan.drop(name, f"could not be measured: {r['error']}")
-            changed = True
             continue
         r["accuracy"] = round(r["correct"] / r["n"], 4) if r["n"] else None
         why = no_better_than_chance(r["correct"], gold[:r["n"]], len(plan.labels), min_annotations) if r["n"] else None
         if why:
             plan.drop(name, why)
-            changed = True
     if not plan.specialists and catalog is not None:
         plan.specialists = default_specialists(catalog, plan.language or None)
         plan.notes.append("every pretrained specialist was dropped: the trainable offline specialists serve")
     plan.checked = {"annotations": len(gold), "at": time.time(), "results": results}
-    return changed or bool(results)
+    return True
 
 
 def build_zero_shot(plan: Plan, store: BundleStore, promote: bool = True, **runtime: Any) -> BundleRef | None:
