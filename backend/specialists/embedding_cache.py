@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 _CHUNK = 500
+_COMPUTE_CHUNK = 4096
 
 
 class EmbeddingCache:
@@ -50,13 +51,16 @@ class EmbeddingCache:
                                             [self.space, *part]):
                     found[key] = np.frombuffer(blob, dtype=np.float32)
             missing = [i for i, k in enumerate(keys) if k not in found]
-            if missing:
-                first = {keys[i]: i for i in reversed(missing)}  # one computation per distinct text
-                order = sorted(first.values())
-                vectors = compute([texts[i] for i in order])
+            first = {keys[i]: i for i in reversed(missing)}  # one computation per distinct text
+            order = sorted(first.values())
+            # Stored chunk by chunk: a long first encoding that is interrupted keeps what it computed.
+            for start in range(0, len(order), _COMPUTE_CHUNK):
+                part = order[start : start + _COMPUTE_CHUNK]
+                vectors = compute([texts[i] for i in part])
                 db.executemany("INSERT OR IGNORE INTO emb VALUES (?, ?, ?)",
                                [(self.space, keys[i], vectors[j].astype(np.float32).tobytes())
-                                for j, i in enumerate(order)])
-                for j, i in enumerate(order):
+                                for j, i in enumerate(part)])
+                db.commit()
+                for j, i in enumerate(part):
                     found[keys[i]] = vectors[j].astype(np.float32)
         return np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.dim), dtype=np.float32)
