@@ -27,8 +27,8 @@ FIN = DATA / "twitter-financial-news-sentiment" / "sent_valid.csv"
 
 def small(**kw) -> eval_data.EvalData:
     args = dict(source=[SEMEVAL], stream=TSE, test=None, test_split=0.3, source_test=None, text_col="text",
-                label_col="sentiment", source_text_col="2", source_label_col="1", source_rows=600,
-                stream_rows=300, test_rows=150, seed=1)
+                label_col="sentiment", source_text_col="2", source_label_col="1", source_rows=400,
+                stream_rows=240, test_rows=120, seed=1)
     args.update(kw)
     return eval_data.load(**args)
 
@@ -44,7 +44,7 @@ def harness(tmp_path_factory) -> Harness:
 def test_data_loading_maps_labels_splits_and_removes_leaks(tmp_path):
     d = small()
     assert d.labels == ["negative", "neutral", "positive"]
-    assert len(d.stream) == 300 and len(d.test) == 150 and len(d.source) == 600
+    assert len(d.stream) == 240 and len(d.test) == 120 and len(d.source) == 400
     assert not set(d.source.texts) & (set(d.stream.texts) | set(d.test.texts))
     assert not set(d.stream.texts) & set(d.test.texts)
     fin = eval_data.load([SEMEVAL], FIN, None, 0.3, None, "text", "label",
@@ -68,9 +68,9 @@ def test_data_loading_maps_labels_splits_and_removes_leaks(tmp_path):
 
 
 def test_oracle_run_adds_up_and_learns(harness):
-    r = harness.run("oracle", make_reviewer("oracle", harness.settings), stage_size=100,
+    r = harness.run("oracle", make_reviewer("oracle", harness.settings), stage_size=80,
                     review_rule="confidence", review_confidence_threshold=0.6, review_max_share=0.3)
-    assert len(r["stages"]) == 3 and r["items"] == 300
+    assert len(r["stages"]) == 3 and r["items"] == 240
     assert r["reviewer_accuracy"] == 1.0  # the gold label
     assert r["reviewed_share"] + r["human_share"] + r["auto_share"] == pytest.approx(1.0)
     assert r["human_share"] == 0.0
@@ -92,7 +92,7 @@ def test_oracle_run_adds_up_and_learns(harness):
 def test_simulated_reviewer_is_reported_as_a_simulation_and_trains_at_llm_trust(harness):
     reviewer = make_reviewer("simulated:0.5", harness.settings, seed=3)
     assert isinstance(reviewer, SimulatedReviewer) and reviewer.simulation
-    r = harness.run("simulated", reviewer, stage_size=150, review_rule="confidence",
+    r = harness.run("simulated", reviewer, stage_size=120, review_rule="confidence",
                     review_confidence_threshold=0.7)
     assert r["simulation"] is True and r["reviewer"] == "simulated:0.5"
     assert 0.2 < r["reviewer_accuracy"] < 0.8
@@ -116,7 +116,7 @@ def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
                                      llm_timeout_seconds=5.0)
         reviewer = LLMReviewer(settings)
         try:
-            r = harness.run("llm", reviewer, stage_size=150, review_rule="confidence",
+            r = harness.run("llm", reviewer, stage_size=120, review_rule="confidence",
                             review_confidence_threshold=0.6, review_max_share=0.2)
         finally:
             reviewer.close()
@@ -142,8 +142,8 @@ def test_cli_writes_results_table_and_plots(tmp_path, capsys):
           "--stream", str(FIN), "--labels", "Bearish,Bullish,Neutral",
           "--label-map", json.dumps({"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral",
                                      "0": "Bearish", "1": "Bullish", "2": "Neutral"}),
-          "--reviewer", "oracle", "--stage-size", "100", "--out", str(out), "--source-rows", "500",
-          "--stream-rows", "200", "--test-rows", "100", "--rule", "confidence", "--threshold", "0.6",
+          "--reviewer", "oracle", "--stage-size", "80", "--out", str(out), "--source-rows", "300",
+          "--stream-rows", "160", "--test-rows", "80", "--rule", "confidence", "--threshold", "0.6",
           "--max-review-share", "0.25", "--sweep", "0.6,0.9", "--no-progress"])
     results = json.loads((out / "results.json").read_text())
     for key in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "stages", "llm_calls",

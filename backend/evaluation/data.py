@@ -108,12 +108,13 @@ def load(source: Sequence[Path], stream: Path, test: Path | None, test_split: fl
     stm = subsample(stm, stream_rows, seed)
     tst = subsample(tst, test_rows, seed)
     src_tst = subsample(read([source_test], *src_cols, label_map), test_rows, seed) if source_test else None
+    # Sampled before the leak check, so runs on different streams share (and cache) the same source rows.
+    src = subsample(src, source_rows, seed)
     held = set(stm.texts) | set(tst.texts) | (set(src_tst.texts) if src_tst else set())
     keep = [i for i, t in enumerate(src.texts) if t not in held]
     if len(keep) < len(src):
         notes.append(f"{len(src) - len(keep)} source texts also in the stream or a test set were removed")
         src = src.take(keep)
-    src = subsample(src, source_rows, seed)
     choices = list(labels) if labels else sorted(set(src.labels), key=normalise_label)  # what a cold start can say
     by_norm = {normalise_label(c): c for c in choices}
     for name, split in (("source", src), ("stream", stm), ("test", tst), ("source test", src_tst)):

@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class EvalConfig:
     cache_dir: Path | None = None
     name: str = ""
     progress: bool = True
+    keep_work: bool = False
 
 
 def _machine() -> str:
@@ -147,4 +149,6 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (cfg.out / "results.md").write_text(markdown(results))
     plots(results, cfg.out)
+    if not cfg.keep_work:  # every run's bundles and database: large, and only needed to debug a run
+        shutil.rmtree(cfg.out / "work", ignore_errors=True)
     return results

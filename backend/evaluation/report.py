@@ -55,11 +55,12 @@ def markdown(results: dict[str, Any]) -> str:
                                                       f"({st['change_points']:+.2f} pt)"))
     lines += ["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
     names = list(main["specialists"])
-    lines += ["| stage | items | hard share | auto acc. | " + " | ".join(f"test {n}" for n in names)
+    lines += ["| stage | items | hard share (before cap) | auto acc. | " + " | ".join(f"test {n}" for n in names)
               + " | test ensemble | training |",
               "|---" * (5 + len(names)) + "|---|"]
     for s in main["stages"]:
-        lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} | {_pct(s['auto_accuracy'])} | "
+        lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} ({_pct(s['hard_share_before_cap'])}) | "
+                     f"{_pct(s['auto_accuracy'])} | "
                      + " | ".join(_pct(s["test_specialists"].get(n)) for n in names)
                      + f" | {_pct(s['test_accuracy'])} | {s['training']} |")
     if results.get("sweep"):

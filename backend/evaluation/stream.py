@@ -181,7 +181,8 @@ class Harness:
             part = stream.take(idx)
             ensemble = self.ensemble(settings, self.current(settings))
             scored = score(ensemble, part)
-            _, hard = router.triage(names, scored.decisions)
+            outcomes, hard = router.triage(names, scored.decisions)
+            capped = sum("REVIEW_MAX_SHARE" in o.reason for o in outcomes)
             samples = [HardSample(idx[i], part.texts[i], part.labels[i], scored.predicted[i],
                                   scored.decisions[i].confidence, scored.decisions[i].probabilities) for i in hard]
             verdicts = reviewer.review(PROJECT, names, samples) if samples else []
@@ -215,6 +216,7 @@ class Harness:
             auto = [(it, part.labels[k]) for k, it in enumerate(stage_items) if it.route == "auto"]
             state.stages.append({
                 "stage": stage, "items": len(idx), "hard_share": len(hard) / len(idx),
+                "hard_share_before_cap": (len(hard) + capped) / len(idx),
                 "reviewed_share": sum(it.route == "reviewed" for it in stage_items) / len(idx),
                 "auto_accuracy": _mean([it.label == y for it, y in auto]),
                 "stage_vote_accuracy": scored.accuracy,
