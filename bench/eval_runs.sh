@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
+# ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
+#
+#   bench/eval_runs.sh [tse|financial|tweeteval|offensive|llm ...]     (default: the four oracle runs)
+#
+# Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=../shared/data
+S=$D/semeval2017-task4a/Subtask_A__downloaded__twitter
+SOURCE=("$S-2013train-A.tsv" "$S-2013dev-A.tsv" "$S-2013test-A.tsv" "$S-2014sarcasm-A.tsv" "$S-2014test-A.tsv"
+        "$S-2015train-A.tsv" "$S-2015test-A.tsv" "$S-2016train-A.tsv" "$S-2016dev-A.tsv" "$S-2016devtest-A.tsv"
+        "$S-2016test-A.tsv")
+SOURCE_TEST=$D/semeval2017-task4a/Subtask_A__gold__SemEval2017-task4-test.subtask-A.english.txt
+CACHE=${EVAL_CACHE:-/tmp/autoannotator-eval-cache}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export HUMAN_WEIGHT=${HUMAN_WEIGHT:-10}
+# The gate compares against a holdout of reviewed (hard) items, ~100 after the first stage: 0.02 rejects for noise.
+export GATE_MARGIN=${GATE_MARGIN:-0.05}
+# 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
+EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
+ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
+FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0": "Bearish", "1": "Bullish", "2": "Neutral"}'
+
+run() {
+  case "$1" in
+    tse)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+      "${EVAL[@]}" "${ROUTER[@]}" --name tweet-sentiment-extraction --out docs/eval/tse \
+        --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
+        --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
+        --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
+    financial)  # the paper's JPP-Sentiment: train as stream, valid as test; names mapped to Bearish/Bullish/Neutral
+      "${EVAL[@]}" "${ROUTER[@]}" --name twitter-financial-news-sentiment --out docs/eval/financial \
+        --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
+        --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
+        --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --test-rows 3000 --stage-size 1000 \
+        ${SWEEP:+--sweep "$SWEEP"} ;;
+    tweeteval)  # in-domain stream: TweetEval sentiment test (= SemEval-2017 gold), 7:3 split
+      "${EVAL[@]}" "${ROUTER[@]}" --name tweeteval-sentiment --out docs/eval/tweeteval \
+        --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 \
+        --stream $D/tweeteval-sentiment/sentiment__test_text.txt --label-map '{"0": "negative", "1": "neutral", "2": "positive"}' \
+        --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
+    offensive)  # toxicity: cold start from TweetEval offensive val, stream its train, test its test
+      "${EVAL[@]}" "${ROUTER[@]}" --name tweeteval-offensive --out docs/eval/offensive \
+        --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
+        --test $D/tweeteval-offensive/offensive__test_text.txt \
+        --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
+    llm)  # a real (small, poor) LLM reviewer: SmolLM2-135M on llama-cpp-python; see bench/llm_cost.py
+      .venv/bin/python bench/eval_llm.py ;;
+    *) echo "unknown run $1" >&2; exit 2 ;;
+  esac
+}
+
+for name in "${@:-tse financial tweeteval offensive}"; do
+  for n in $name; do run "$n"; done
+done

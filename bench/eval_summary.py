@@ -1,0 +1,35 @@
+"""One markdown table over every evaluation run in docs/eval/*/results.json (for docs/benchmarks.md §5).
+
+    .venv/bin/python bench/eval_summary.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def main() -> None:
+    print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
+          "plain vote | no learning, same review | hard share, first → last stage | source test change |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
+        r = json.loads(path.read_text())
+        run, stages = r["run"], r["run"]["stages"]
+        src = run.get("source_test")
+        print(f"| {r['name']} | {run['reviewer']}{' (SIMULATION)' if r['simulation'] else ''} | {run['items']} | "
+              f"{pct(run['final_accuracy'])} | {pct(run['reviewed_share'])} | "
+              f"{pct(run['auto_accuracy'])} / {pct(run['test_auto_accuracy'])} | {pct(run['vote_accuracy'])} | "
+              f"{pct(r['no_learning']['final_accuracy'])} | "
+              f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])} | "
+              f"{'n/a' if not src else format(src['change_points'], '+.2f') + ' pt'} |")
+
+
+if __name__ == "__main__":
+    main()
