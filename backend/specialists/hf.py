@@ -79,13 +79,16 @@ class HFClassifierSpecialist(Specialist):
             enc = self.tokenizer(list(texts), truncation=True, max_length=max_len)
             ids = enc["input_ids"]
             raw = np.zeros((len(ids), self.projection.shape[0]), dtype=np.float64)
+            order, parts = [], []
             for idx in rt.length_sorted_batches([len(x) for x in ids], int(self.runtime.get("batch_size", 32))):
-                # Lengths rounded up to 8: fewer distinct shapes for the kernels (and their caches) to meet.
-                batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt",
-                                           pad_to_multiple_of=8)
-                logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits.float()
-                p = torch.sigmoid(logits) if self.multiple else torch.softmax(logits, dim=-1)
-                raw[idx] = p.cpu().numpy()
+                batch = rt.pad_batch(enc, idx, self.tokenizer.pad_token_id or 0,
+                                     getattr(self.tokenizer, "padding_side", "right") == "left")
+                logits = self.model(**{k: v.to(self.device, non_blocking=True) for k, v in batch.items()}).logits
+                p = torch.sigmoid(logits.float()) if self.multiple else torch.softmax(logits.float(), dim=-1)
+                order.append(idx)
+                parts.append(p)  # left on the device: one copy back at the end, no sync per batch on a GPU
+            if parts:
+                raw[np.concatenate(order)] = torch.cat(parts).cpu().numpy()
         out = raw @ self.projection
         if not self.multiple:
             sums = out.sum(axis=1, keepdims=True)
