@@ -36,10 +36,11 @@ def fake():
 
 
 def make(session_settings, tmp_path, fake: FakeLLM | None, **overrides):
-    settings = session_settings.with_(
-        database_url=f"sqlite:///{tmp_path}/db.sqlite", review_confidence_threshold=1.0,
-        llm_model="fake-model" if fake else "", openai_base_url=fake.base_url if fake else "",
-        openai_api_key="test", llm_timeout_seconds=1.0, llm_backoff_seconds=0.01, llm_max_retries=2, **overrides)
+    settings = session_settings.with_(**{
+        "database_url": f"sqlite:///{tmp_path}/db.sqlite", "review_confidence_threshold": 1.0,
+        "llm_model": "fake-model" if fake else "", "openai_base_url": fake.base_url if fake else "",
+        "openai_api_key": "test", "llm_timeout_seconds": 1.0, "llm_backoff_seconds": 0.01, "llm_max_retries": 2,
+        **overrides})
     model = AutoAnnotatorModel(settings)
     return create_app(settings, model).test_client(), model
 
@@ -86,7 +87,8 @@ def test_every_review_outcome_ends_in_the_right_route(session_settings, default_
 
 
 def test_budget_exhausted_sends_the_rest_to_humans_without_calls(session_settings, default_bundle, tmp_path, fake):
-    client, _ = make(session_settings, tmp_path, fake, llm_budget_calls=1)
+    # A generous timeout: on a loaded machine a 1 s timeout retries the one allowed item, a second HTTP call.
+    client, _ = make(session_settings, tmp_path, fake, llm_budget_calls=1, llm_timeout_seconds=10.0)
     texts = ["what a great day at the beach", "rate limited text here", "hard to say really"]
     client.post("/predict", json=body(texts, project="32.1"))
     records = [client.get(f"/tasks/{i}/provenance").json["records"][0] for i in (1, 2, 3)]
