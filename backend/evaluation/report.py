@@ -92,7 +92,9 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     ax.plot(xs, [cold["test_accuracy"]] + [s["test_accuracy"] for s in stages], marker="s", lw=2,
             label="ensemble (test)")
     ax.plot([s["stage"] for s in stages], [s["hard_share"] for s in stages], ls="--", color="black",
-            label="hard share (stream)")
+            label="reviewed share (stream)")
+    ax.plot([s["stage"] for s in stages], [s.get("hard_share_before_cap", s["hard_share"]) for s in stages],
+            ls=":", color="gray", label="below the threshold, before REVIEW_MAX_SHARE")
     ax.set_xlabel("stage (0 = cold start)")
     ax.set_ylabel("accuracy / share")
     ax.set_title(f"{title}: per stage")
