@@ -23,7 +23,9 @@ def markdown(results: dict[str, Any]) -> str:
     if main["simulation"]:
         lines += [SIMULATION_BANNER, ""]
     data = results["data"]
-    lines += [f"Source {data['source_rows']} rows ({data['source']}); stream {data['stream_rows']} items "
+    files = data["source"].split(" + ")
+    source = files[0] if len(files) == 1 else f"{len(files)} files: {files[0]} … {files[-1]}"
+    lines += [f"Source {data['source_rows']} rows ({source}); stream {data['stream_rows']} items "
               f"({data['stream']}); test {data['test_rows']} items ({data['test']}). Reviewer `{main['reviewer']}`, "
               f"stages of {results['config']['stage_size']}, rule `{main['settings']['review_rule']}`, threshold "
               f"{main['settings']['review_confidence_threshold']}, max review share "
