@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|financial|tweeteval|offensive|llm ...]     (default: the four oracle runs)
+#   bench/eval_runs.sh [tse|financial|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
 set -euo pipefail
@@ -46,6 +46,12 @@ run() {
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
+    financial-sweep)  # the trade-off across thresholds, on the first 4,000 financial items (each point is a run)
+      "${EVAL[@]}" --max-review-share "${MAX_SHARE:-0.25}" --threshold 0.9 --sweep 0.5,0.7,0.9 \
+        --name "twitter-financial-news-sentiment, threshold sweep" --out docs/eval/financial-sweep \
+        --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 \
+        --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
+        --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --stream-rows 4000 --stage-size 1000 ;;
     llm)  # a real (small, poor) LLM reviewer: SmolLM2-135M on llama-cpp-python; see bench/llm_cost.py
       .venv/bin/python bench/eval_llm.py ;;
     *) echo "unknown run $1" >&2; exit 2 ;;

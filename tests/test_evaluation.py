@@ -68,8 +68,9 @@ def test_data_loading_maps_labels_splits_and_removes_leaks(tmp_path):
 
 
 def test_oracle_run_adds_up_and_learns(harness):
+    # No gate margin to meet: on 240 items the holdout is a dozen texts, and this test is about the accounting.
     r = harness.run("oracle", make_reviewer("oracle", harness.settings), stage_size=80,
-                    review_rule="confidence", review_confidence_threshold=0.6, review_max_share=0.3)
+                    review_rule="confidence", review_confidence_threshold=0.6, review_max_share=0.3, gate_margin=1.0)
     assert len(r["stages"]) == 3 and r["items"] == 240
     assert r["reviewer_accuracy"] == 1.0  # the gold label
     assert r["reviewed_share"] + r["human_share"] + r["auto_share"] == pytest.approx(1.0)
@@ -78,7 +79,7 @@ def test_oracle_run_adds_up_and_learns(harness):
     # Without the re-label pass, the final labels are the reviewed (right) ones plus the auto-accepted ones.
     assert r["final_accuracy_without_relabel"] == pytest.approx(
         r["reviewed_share"] + r["auto_share"] * r["auto_accuracy"])
-    assert all(s["training"] in {"promoted", "rejected"} for s in r["stages"])  # run_stage trained each stage
+    assert all(s["training"] == "promoted" for s in r["stages"])  # run_stage trained and promoted each stage
     assert set(r["specialists"]) == {"tfidf-lr", "minilm-lr", "tfidf-nb"}
     assert 0.0 < r["test_auto_share"] <= 1.0 and 0.0 <= r["test_auto_accuracy"] <= 1.0
     from backend.bundles import BundleStore
