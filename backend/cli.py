@@ -180,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
         source_rows=args.source_rows, stream_rows=args.stream_rows, test_rows=args.test_rows,
         relabel=not args.no_relabel, human_fallback=args.human_fallback, sweep=_floats(args.sweep),
         llm_only_sample=args.llm_only_sample, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        name=args.name or "", progress=not args.no_progress, keep_work=args.keep_work)
+        name=args.name or "", progress=not args.no_progress, keep_work=args.keep_work, shuffle=not args.no_shuffle)
     try:
         results = evaluate(cfg, settings.with_(**changes))
     except ValueError as exc:
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", help="the run's name in reports (default: the stream file's name)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--keep-work", action="store_true", help="keep DIR/work (every run's bundles and database)")
+    ev.add_argument("--no-shuffle", action="store_true", help="stream the items in file order (default: shuffled "
+                                                              "with --seed; files are often grouped by label)")
     ev.set_defaults(func=cmd_evaluate)
 
     j = sub.add_parser("jobs", help="list training jobs")

@@ -46,12 +46,12 @@ run() {
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
-    financial-sweep)  # the trade-off across thresholds, on the first 4,000 financial items (each point is a run)
-      "${EVAL[@]}" --max-review-share "${MAX_SHARE:-0.25}" --threshold 0.9 --sweep 0.5,0.7,0.9 \
+    financial-sweep)  # the trade-off across thresholds, on 3,000 financial items (each point is a run)
+      "${EVAL[@]}" --max-review-share "${MAX_SHARE:-0.25}" --threshold 0.9 --sweep 0.5,0.9 \
         --name "twitter-financial-news-sentiment, threshold sweep" --out docs/eval/financial-sweep \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
-        --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --stream-rows 4000 --stage-size 1000 ;;
+        --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --stream-rows 3000 --stage-size 1000 ;;
     llm)  # a real (small, poor) LLM reviewer: SmolLM2-135M on llama-cpp-python; see bench/llm_cost.py
       .venv/bin/python bench/eval_llm.py ;;
     *) echo "unknown run $1" >&2; exit 2 ;;

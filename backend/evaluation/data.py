@@ -82,10 +82,12 @@ def load(source: Sequence[Path], stream: Path, test: Path | None, test_split: fl
          text_col: str = "text", label_col: str = "label", label_map: Mapping[str, str] | None = None,
          labels: Sequence[str] | None = None, seed: int = 0, source_rows: int | None = None,
          stream_rows: int | None = None, test_rows: int | None = None, source_text_col: str | None = None,
-         source_label_col: str | None = None) -> EvalData:
+         source_label_col: str | None = None, shuffle: bool = True) -> EvalData:
     """Read and check the run's data. Without `test`, a seeded `test_split` share of the stream is the test.
 
     The source files (and `source_test`) may have their own columns: cold-start data usually comes from elsewhere.
+    The stream is shuffled (seeded) unless `shuffle` is off: public files are often grouped by label or topic
+    (twitter-financial-news-sentiment has a block of 1,000 Neutral rows), and stages of one class say little.
 
     Texts of the stream and the test are removed from the source (a cold start must not have seen them), and
     every label must be one of the project's choices after `label_map`: a silent drop would flatter the figures.
@@ -106,6 +108,11 @@ def load(source: Sequence[Path], stream: Path, test: Path | None, test_split: fl
         stm = stm.take(sorted(order[n_test:]), f"{stream} ({1 - test_split:g} split, seed {seed})")
         notes.append(f"test = a seeded {test_split:.0%} split of the stream file")
     stm = subsample(stm, stream_rows, seed)
+    if shuffle:
+        order = list(range(len(stm)))
+        random.Random(seed + 1).shuffle(order)
+        stm = stm.take(order)
+        notes.append(f"stream shuffled (seed {seed})")
     tst = subsample(tst, test_rows, seed)
     src_tst = subsample(read([source_test], *src_cols, label_map), test_rows, seed) if source_test else None
     # Sampled before the leak check, so runs on different streams share (and cache) the same source rows.

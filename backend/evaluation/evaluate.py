@@ -50,6 +50,7 @@ class EvalConfig:
     name: str = ""
     progress: bool = True
     keep_work: bool = False
+    shuffle: bool = True
 
 
 def _machine() -> str:
@@ -93,7 +94,7 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
     label_map = eval_data.parse_label_map(cfg.label_map)
     data = eval_data.load(cfg.source, cfg.stream, cfg.test, cfg.test_split, cfg.source_test, cfg.text_col,
                           cfg.label_col, label_map, cfg.labels, cfg.seed, cfg.source_rows, cfg.stream_rows,
-                          cfg.test_rows, cfg.source_text_col, cfg.source_label_col)
+                          cfg.test_rows, cfg.source_text_col, cfg.source_label_col, cfg.shuffle)
     reviewer = make_reviewer(cfg.reviewer, settings, cfg.seed)
     if reviewer.simulation:
         log.warning(SIMULATION_BANNER)
