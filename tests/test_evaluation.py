@@ -47,6 +47,10 @@ def test_data_loading_maps_labels_splits_and_removes_leaks(tmp_path):
     assert len(d.stream) == 240 and len(d.test) == 120 and len(d.source) == 400
     assert not set(d.source.texts) & (set(d.stream.texts) | set(d.test.texts))
     assert not set(d.stream.texts) & set(d.test.texts)
+    in_order = small(shuffle=False)  # the same items; by default in a seeded shuffled order
+    assert sorted(in_order.stream.texts) == sorted(d.stream.texts) and in_order.stream.texts != d.stream.texts
+    pairs = sorted(zip(d.stream.texts, d.stream.labels, strict=True))
+    assert pairs == sorted(zip(in_order.stream.texts, in_order.stream.labels, strict=True))  # labels moved along
     fin = eval_data.load([SEMEVAL], FIN, None, 0.3, None, "text", "label",
                          {"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral",
                           "0": "Bearish", "1": "Bullish", "2": "Neutral"}, ["Bearish", "Bullish", "Neutral"],
