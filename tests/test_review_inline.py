@@ -87,14 +87,15 @@ def test_every_review_outcome_ends_in_the_right_route(session_settings, default_
 
 
 def test_budget_exhausted_sends_the_rest_to_humans_without_calls(session_settings, default_bundle, tmp_path, fake):
-    # A generous timeout: on a loaded machine a 1 s timeout retries the one allowed item, a second HTTP call.
-    client, _ = make(session_settings, tmp_path, fake, llm_budget_calls=1, llm_timeout_seconds=10.0)
+    client, _ = make(session_settings, tmp_path, fake, llm_budget_calls=1)
     texts = ["what a great day at the beach", "rate limited text here", "hard to say really"]
     client.post("/predict", json=body(texts, project="32.1"))
     records = [client.get(f"/tasks/{i}/provenance").json["records"][0] for i in (1, 2, 3)]
     assert [r["llm"]["status"] for r in records].count("over_budget") == 2
     assert all(r["route"] == "human" for r in records if r["llm"]["status"] == "over_budget")
-    assert fake.calls() == 1
+    # One item reached the LLM. Which one is a race between the review threads: "rate limited text here" costs two
+    # HTTP requests (a 429, then the retry), so count items, not requests.
+    assert sum(fake.calls(t) > 0 for t in texts) == 1
 
 
 def test_without_an_llm_hard_samples_go_to_humans(session_settings, default_bundle, tmp_path):
