@@ -17,7 +17,7 @@ def pct(x: float | None) -> str:
 
 def main() -> None:
     print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
-          "plain vote | no learning, same review | hard share, first → last stage | source test change |")
+          "plain vote | no learning, same review | below the threshold, first → last stage | source test change |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
         r = json.loads(path.read_text())
