@@ -122,7 +122,6 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
         close = getattr(reviewer, "close", None)
         if close:
             close()
-    cold_stream = cold.pop("_stream")
     results: dict[str, Any] = {
         "name": cfg.name or cfg.stream.stem,
         "simulation": reviewer.simulation,
@@ -132,7 +131,7 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
         "stages": [{"stage": s["stage"], "hard_share": s["hard_share"], "specialists": s["test_specialists"],
                     "ensemble": s["test_accuracy"]} for s in main["stages"]],
         "run": main, "cold_start": cold,
-        "no_learning": no_learning(cold_stream, data.stream.labels, harness.settings_for(cfg.out / "work"),
+        "no_learning": no_learning(harness.cold_stream, data.stream.labels, harness.settings_for(cfg.out / "work"),
                                    data.labels, cfg.stage_size),
         "sweep": sweep,
         "data": {"labels": data.labels, "source": " + ".join(str(p) for p in cfg.source),

@@ -97,16 +97,8 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             label="reviewed share (stream)")
     ax.plot([s["stage"] for s in stages], [s.get("hard_share_before_cap", s["hard_share"]) for s in stages],
             ls=":", color="gray", label="below the threshold, before REVIEW_MAX_SHARE")
-    ax.set_xlabel("stage (0 = cold start)")
-    ax.set_ylabel("accuracy / share")
-    ax.set_title(f"{title}: per stage")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "stages.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, f"{title}: per stage", "stage (0 = cold start)", "accuracy / share",
+                         out / "stages.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     points = results.get("sweep") or [{"threshold": main["settings"]["review_confidence_threshold"],
@@ -121,14 +113,20 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     curve = main["test_tradeoff"]
     ax.plot([c["reviewed_share"] for c in curve], [c["accuracy"] for c in curve], ls="--",
             label="unseen test, final models, least confident reviewed")
-    ax.set_xlabel("share of items reviewed")
-    ax.set_ylabel("final accuracy")
-    ax.set_title(f"{title}: accuracy against review effort")
+    written.append(_save(fig, ax, f"{title}: accuracy against review effort", "share of items reviewed",
+                         "final accuracy", out / "tradeoff.png"))
+    return written
+
+
+def _save(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "tradeoff.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path

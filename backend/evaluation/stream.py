@@ -93,6 +93,8 @@ class Harness:
         self.space = parse_label_config(self.config)
         self.control = self.space.controls[0]
         self.cold: dict[str, Any] = {}
+        self.cold_stream: Scored | None = None  # the cold-start ensemble on the whole stream (plain vote)
+        self._loaded: tuple[Path, Any] | None = None
 
     # -- settings and models ------------------------------------------------------------------------------------
     def settings_for(self, run_dir: Path, **changes: Any) -> Settings:
@@ -112,10 +114,13 @@ class Harness:
             link.symlink_to(self.cache_dir.resolve(), target_is_directory=True)
 
     def ensemble(self, settings: Settings, ref: BundleRef) -> Any:
+        """The bundle's ensemble, loaded once: a stage scores the test set and the next stage's items with it."""
         from backend.ensemble import load_ensemble
 
-        bundles = BundleStore(settings.model_dir)
-        return load_ensemble(ref, bundles.manifest(ref), **self.runtime(settings))
+        if self._loaded is None or self._loaded[0] != Path(ref.path):
+            bundles = BundleStore(settings.model_dir)
+            self._loaded = (Path(ref.path), load_ensemble(ref, bundles.manifest(ref), **self.runtime(settings)))
+        return self._loaded[1]
 
     def current(self, settings: Settings) -> BundleRef:
         bundles = BundleStore(settings.model_dir)
@@ -146,7 +151,8 @@ class Harness:
         self.cold = {"seconds": round(seconds, 1), "version": ref.version, "source_rows": len(self.data.source),
                      "stream_vote_accuracy": stream.accuracy, "stream_specialists": stream.specialists,
                      "test_accuracy": test.accuracy, "test_specialists": test.specialists,
-                     "calibration": manifest.metrics.get("ensemble", {}), "_stream": stream}
+                     "calibration": manifest.metrics.get("ensemble", {})}
+        self.cold_stream = stream
         if self.data.source_test is not None:
             self.cold["source_test_accuracy"] = score(ensemble, self.data.source_test).accuracy
         return self.cold
