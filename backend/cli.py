@@ -180,7 +180,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
         source_rows=args.source_rows, stream_rows=args.stream_rows, test_rows=args.test_rows,
         relabel=not args.no_relabel, human_fallback=args.human_fallback, sweep=_floats(args.sweep),
         llm_only_sample=args.llm_only_sample, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        name=args.name or "", progress=not args.no_progress, keep_work=args.keep_work, shuffle=not args.no_shuffle)
+        name=args.name or "", progress=not args.no_progress, keep_work=args.keep_work, shuffle=not args.no_shuffle,
+        review_queue=args.review_queue)
     try:
         results = evaluate(cfg, settings.with_(**changes))
     except ValueError as exc:
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--keep-work", action="store_true", help="keep DIR/work (every run's bundles and database)")
     ev.add_argument("--no-shuffle", action="store_true", help="stream the items in file order (default: shuffled "
                                                               "with --seed; files are often grouped by label)")
+    ev.add_argument("--review-queue", choices=("stage", "backlog"), default="stage",
+                    help="stage: review the hardest new items of each stage; backlog: the hardest of every item "
+                         "accepted so far, re-scored by the current models (Label Studio's uncertainty sampling)")
     ev.set_defaults(func=cmd_evaluate)
 
     j = sub.add_parser("jobs", help="list training jobs")

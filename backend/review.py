@@ -104,8 +104,13 @@ class HardSampleReview:
             out[i] = o
         return self.count(out)
 
-    def triage(self, names: Sequence[str], decisions: Sequence[Decision]) -> tuple[list[Outcome], list[int]]:
-        """Route each decision: "auto" outcomes for all, and the indices the LLM should review."""
+    def triage(self, names: Sequence[str], decisions: Sequence[Decision], budget_items: int | None = None
+               ) -> tuple[list[Outcome], list[int]]:
+        """Route each decision: "auto" outcomes for all, and the indices the LLM should review.
+
+        `budget_items` is the batch REVIEW_MAX_SHARE is a share of, when the decisions are more than the batch: a
+        backlog queue re-scores earlier accepted items beside the new ones, but the spend stays per new item.
+        """
         out: list[Outcome] = []
         hard: list[int] = []
         for i, d in enumerate(decisions):
@@ -115,7 +120,8 @@ class HardSampleReview:
             if r.name == "llm":
                 hard.append(i)
         share = self.settings.review_max_share
-        hard, released = cap_review(hard, [d.confidence for d in decisions], len(decisions), share)
+        n_items = len(decisions) if budget_items is None else budget_items
+        hard, released = cap_review(hard, [d.confidence for d in decisions], n_items, share)
         for i in released:
             out[i].route = "auto"
             out[i].reason = f"{out[i].reason}; accepted: review share capped at {share:g} (REVIEW_MAX_SHARE)"

@@ -94,6 +94,26 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert len(history) >= 1  # the project bundle the stages promoted
 
 
+def test_backlog_queue_reviews_the_hardest_of_all_accepted_items_within_the_same_spend(harness):
+    r = harness.run("backlog", make_reviewer("oracle", harness.settings), stage_size=80, review_queue="backlog",
+                    review_rule="confidence", review_confidence_threshold=0.9, review_max_share=0.25,
+                    gate_margin=1.0)
+    assert r["settings"]["review_queue"] == "backlog"
+    assert [s["hard_share"] for s in r["stages"]] == [0.25, 0.25, 0.25]  # 20 of each stage's 80 new items' worth
+    assert r["reviewed_share"] == pytest.approx(60 / 240) and r["reviewer_accuracy"] == 1.0
+    assert r["stages"][0]["reviewed_from_backlog"] == 0  # nothing was accepted before the first stage
+    assert sum(s["reviewed_from_backlog"] for s in r["stages"]) > 0  # earlier items the new models find hard
+    assert r["reviewed_share"] + r["human_share"] + r["auto_share"] == pytest.approx(1.0)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{harness.workdir / 'backlog' / 'autoannotator.db'}")
+    with engine.connect() as conn:
+        tasks = [row[0] for row in conn.execute(text("SELECT task_id FROM corrections"))]
+    assert len(tasks) == len(set(tasks)) == 60  # each reviewed once, recorded once
+    with pytest.raises(ValueError, match="review_queue"):
+        harness.run("bad", make_reviewer("oracle", harness.settings), stage_size=80, review_queue="everything")
+
+
 def test_simulated_reviewer_is_reported_as_a_simulation_and_trains_at_llm_trust(harness):
     reviewer = make_reviewer("simulated:0.5", harness.settings, seed=3)
     assert isinstance(reviewer, SimulatedReviewer) and reviewer.simulation

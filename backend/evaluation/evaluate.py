@@ -51,6 +51,7 @@ class EvalConfig:
     progress: bool = True
     keep_work: bool = False
     shuffle: bool = True
+    review_queue: str = "stage"
 
 
 def _machine() -> str:
@@ -108,12 +109,12 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
     cold = harness.cold_start()
     log.info("cold start: test %.4f, stream vote %.4f", cold["test_accuracy"], cold["stream_vote_accuracy"])
     try:
-        main = harness.run("run", reviewer, cfg.stage_size, cfg.relabel, cfg.human_fallback)
+        main = harness.run("run", reviewer, cfg.stage_size, cfg.relabel, cfg.human_fallback, cfg.review_queue)
         sweep = []
         for t in cfg.sweep:
             point = main if t == settings.review_confidence_threshold else harness.run(
                 f"sweep-{t:g}", make_reviewer(cfg.reviewer, settings, cfg.seed), cfg.stage_size, cfg.relabel,
-                cfg.human_fallback, review_confidence_threshold=t)
+                cfg.human_fallback, cfg.review_queue, review_confidence_threshold=t)
             sweep.append({"threshold": t, "reviewed_share": point["reviewed_share"],
                           "final_accuracy": point["final_accuracy"], "auto_accuracy": point["auto_accuracy"],
                           "final_accuracy_without_relabel": point["final_accuracy_without_relabel"],

@@ -159,13 +159,21 @@ class Harness:
 
     # -- one stream run -------------------------------------------------------------------------------------------
     def run(self, name: str, reviewer: StreamReviewer, stage_size: int, relabel: bool = True,
-            human_fallback: bool = False, **changes: Any) -> dict[str, Any]:
-        """Stream every item in stages through predict → route → review → record → train; returns the figures."""
+            human_fallback: bool = False, review_queue: str = "stage", **changes: Any) -> dict[str, Any]:
+        """Stream every item in stages through predict → route → review → record → train; returns the figures.
+
+        `review_queue` "stage" reviews the hardest of each stage's new items; "backlog" re-scores every item
+        accepted so far beside the new ones and reviews the hardest of all, as a Label Studio project does when
+        annotators take tasks by the refreshed prediction score (uncertainty sampling). The spend is the same:
+        REVIEW_MAX_SHARE of the stage's new items.
+        """
         from backend.review import HardSampleReview
         from backend.store import Store
         from finetune.corrections import CorrectionLog
         from finetune.trainer import run_stage
 
+        if review_queue not in ("stage", "backlog"):
+            raise ValueError(f"review_queue must be 'stage' or 'backlog', not {review_queue!r}")
         if not self.cold:
             self.cold_start()
         run_dir = self.workdir / name
@@ -179,62 +187,69 @@ class Harness:
         router = HardSampleReview(settings)
         names = list(self.data.labels)
         stream = self.data.stream
-        state = RunState()
+        state = RunState(items=[None] * len(stream))  # type: ignore[list-item]
         bar = self.progress(total=len(stream), desc=name, unit="item") if self.progress else None
         for stage, start in enumerate(range(0, len(stream), stage_size), start=1):
             t0 = time.perf_counter()
-            idx = list(range(start, min(start + stage_size, len(stream))))
-            part = stream.take(idx)
+            new = list(range(start, min(start + stage_size, len(stream))))
+            backlog = [i for i in range(start) if state.items[i].route == "auto"] if review_queue == "backlog" else []
+            pool = backlog + new  # stream positions scored this stage; new items last
+            part = stream.take(pool)
             ensemble = self.ensemble(settings, self.current(settings))
             scored = score(ensemble, part)
-            outcomes, hard = router.triage(names, scored.decisions)
-            capped = sum("REVIEW_MAX_SHARE" in o.reason for o in outcomes)
-            samples = [HardSample(idx[i], part.texts[i], part.labels[i], scored.predicted[i],
-                                  scored.decisions[i].confidence, scored.decisions[i].probabilities) for i in hard]
+            outcomes, hard = router.triage(names, scored.decisions, budget_items=len(new))
+            first_new = len(backlog)
+            capped_new = sum("REVIEW_MAX_SHARE" in outcomes[k].reason for k in range(first_new, len(pool)))
+            hard_new = sum(1 for k in hard if k >= first_new)
+            samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
+                                  scored.decisions[k].confidence, scored.decisions[k].probabilities) for k in hard]
             verdicts = reviewer.review(PROJECT, names, samples) if samples else []
             by_pos = dict(zip(hard, verdicts, strict=True))
-            human_rows = []
-            for i in range(len(idx)):
-                v = by_pos.get(i)
-                if v is None:
-                    state.items.append(Item(scored.predicted[i], "auto", scored.predicted[i]))
-                    continue
+            for k in range(first_new, len(pool)):
+                state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+            for k, v in by_pos.items():
+                i, text = pool[k], part.texts[k]
+                predicted = state.items[i].predicted
+                human = False
                 if v.label is None and human_fallback:
-                    v = Verdict(part.labels[i], f"{v.status}; settled by a human (oracle fallback)",
+                    v = Verdict(part.labels[k], f"{v.status}; settled by a human (oracle fallback)",
                                 v.prompt_tokens, v.completion_tokens, v.cost_usd, v.raw)
-                    human_rows.append(i)
+                    human = True
                 if v.label is None:
-                    state.items.append(Item(scored.predicted[i], "human", scored.predicted[i], v))
+                    state.items[i] = Item(predicted, "human", predicted, v)
                     continue
-                state.items.append(Item(v.label, "reviewed", scored.predicted[i], v))
-                if reviewer.source == "human" or i in human_rows:
-                    corrections.record(PROJECT, [{"control": CONTROL, "choices": [v.label], "text": part.texts[i],
-                                                  "task_id": idx[i], "annotation_id": idx[i] + 1,
+                state.items[i] = Item(v.label, "reviewed", predicted, v)
+                if reviewer.source == "human" or human:
+                    corrections.record(PROJECT, [{"control": CONTROL, "choices": [v.label], "text": text,
+                                                  "task_id": i, "annotation_id": i + 1,
                                                   "annotator": reviewer.name}], seq=stage)
                 else:
-                    corrections.record_llm(PROJECT, idx[i], CONTROL, v.label, part.texts[i])
+                    corrections.record_llm(PROJECT, i, CONTROL, v.label, text)
             predict_s = time.perf_counter() - t0
             t1 = time.perf_counter()
             outcome = run_stage(PROJECT, settings, store)
             train_s = time.perf_counter() - t1
             after = score(self.ensemble(settings, self.current(settings)), self.data.test)
-            stage_items = state.items[start:]
-            auto = [(it, part.labels[k]) for k, it in enumerate(stage_items) if it.route == "auto"]
+            auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
             state.stages.append({
-                "stage": stage, "items": len(idx), "hard_share": len(hard) / len(idx),
-                "hard_share_before_cap": (len(hard) + capped) / len(idx),
-                "reviewed_share": sum(it.route == "reviewed" for it in stage_items) / len(idx),
+                "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
+                "hard_share_before_cap": (hard_new + capped_new) / len(new),
+                "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in hard) / len(new),
+                "reviewed_from_backlog": len(hard) - hard_new,
                 "auto_accuracy": _mean([it.label == y for it, y in auto]),
-                "stage_vote_accuracy": scored.accuracy,
+                "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
+                                              for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
-                bar.update(len(idx))
-                bar.set_postfix(stage=stage, hard=f"{len(hard) / len(idx):.0%}", test=f"{after.accuracy:.3f}")
+                bar.update(len(new))
+                bar.set_postfix(stage=stage, hard=f"{len(hard) / len(new):.0%}", test=f"{after.accuracy:.3f}")
         if bar is not None:
             bar.close()
-        return self._figures(settings, reviewer, state, relabel, after)
+        figures = self._figures(settings, reviewer, state, relabel, after)
+        figures["settings"]["review_queue"] = review_queue
+        return figures
 
     # -- figures --------------------------------------------------------------------------------------------------
     def _figures(self, settings: Settings, reviewer: StreamReviewer, state: RunState, relabel: bool,
