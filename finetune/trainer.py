@@ -205,8 +205,10 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         out.notes.extend(plan_notes)
         ref, _ = train_bundle(bundles, control.labels, control.multiple,
                               LabelledData(texts, labels, f"project {project_id} corrections"),
-                              recipe, promote=False, key=key,
-                              sample_weight=weights, data_info=info, **settings.runtime)
+                              recipe, promote=False, key=key, sample_weight=weights, data_info=info,
+                              calibration_rows=np.r_[np.zeros(len(human) + len(llm), bool),
+                                                     np.ones(len(replay.texts), bool)],
+                              **settings.runtime)
         trained += 1
         cand = holdout_f1(bundles, ref, control, holdout_rows, settings)
         cur = holdout_f1(bundles, current, control, holdout_rows, settings) if current else None

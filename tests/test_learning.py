@@ -89,6 +89,9 @@ def test_corrections_train_a_project_version_that_is_served_then_rolled_back(bas
     assert manifest.data["replay_rows"] == 800
     assert len(manifest.data["corrections"]) + len(manifest.data["holdout"]) == 20
     assert not set(manifest.data["corrections"]) & set(manifest.data["holdout"])
+    # every correction trains: the temperature's calibration rows come from the replay only
+    assert manifest.metrics["n_holdout"] == int(800 * 0.15)
+    assert manifest.metrics["n_train"] == len(manifest.data["corrections"]) + 800 - int(800 * 0.15)
     gate = json.loads((store.current(key).path / "gate.json").read_text())
     assert gate["promoted"] and gate["current"] == shared.version
 
