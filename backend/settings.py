@@ -51,6 +51,8 @@ class Settings:
     replay_size: int = 20000  # large on purpose: a small replay forgets (3 pt on the source set at 2,000)
     human_weight: float = 3.0
     llm_weight: float = 1.0
+    # Corrections (human, and LLM-settled at LLM_WEIGHT > 0) before a specialist trained on them alone joins; 0: never.
+    project_specialist_min: int = 200
     finetune_mode: str = "head"  # head | full, for hf specialists
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default

@@ -67,24 +67,26 @@ def train_bundle(
     key: str | None = None,
     sample_weight: np.ndarray | None = None,
     data_info: dict[str, Any] | None = None,
-    calibration_rows: np.ndarray | None = None,
+    replay_rows: np.ndarray | None = None,
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
     """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
 
     `key` overrides the label-set key (project bundles); `sample_weight` weighs rows (in-domain
     corrections above replayed source data); `data_info` is recorded in the manifest as provenance.
-    `calibration_rows` (a boolean mask) limits the calibration holdout to those rows: a stage draws it from the
-    replayed data, so every human correction trains (holding 15% of them out cost 1.2 points of test accuracy on
-    the financial stream, docs/benchmarks.md §5).
+    `replay_rows` (a boolean mask) marks rows replayed from earlier data, not the project's own corrections: the
+    calibration holdout is drawn from them, so every correction trains (holding 15% of them out cost 1.2 points of
+    test accuracy on the financial stream, docs/benchmarks.md §5), and a specialist with params `rows: project`
+    trains on the other rows only.
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
     y = encode_targets(data, labels, multiple)
     texts = np.array(data.texts, dtype=object)
     idx = np.arange(len(texts))
-    pool = idx if calibration_rows is None else idx[np.asarray(calibration_rows, dtype=bool)]
-    if calibration_rows is not None and int(len(pool) * holdout) < max(10, len(labels)):
+    replayed = np.zeros(len(idx), bool) if replay_rows is None else np.asarray(replay_rows, dtype=bool)
+    pool = idx if replay_rows is None else idx[replayed]
+    if replay_rows is not None and int(len(pool) * holdout) < max(10, len(labels)):
         pool = idx  # too few such rows to calibrate on: hold out from all rows as usual
     n_hold = int(len(pool) * holdout)
     if n_hold >= max(10, len(labels)):
@@ -102,7 +104,15 @@ def train_bundle(
         for spec in specs:
             t0 = time.perf_counter()
             sp = registry.create(spec["family"], spec["name"], labels, multiple, spec.get("params"), **runtime)
-            sp.fit(list(texts[tr]), y[tr], None if sample_weight is None else weights_all[tr])
+            rows = tr
+            if (spec.get("params") or {}).get("rows") == "project":
+                rows = tr[~replayed[tr]]
+                if not len(rows):
+                    raise ValueError(f"specialist {spec['name']!r} trains on project rows only, and there are none")
+            w = None if sample_weight is None else weights_all[rows]
+            if w is not None and rows is not tr:  # mean 1 on its own rows: they rank there, not set regularisation
+                w = w / max(float(np.mean(w)), 1e-12)
+            sp.fit(list(texts[rows]), y[rows], w)
             fit_s = time.perf_counter() - t0
             m: dict[str, Any] = {"fit_seconds": round(fit_s, 2)}
             if len(ho):

@@ -159,9 +159,10 @@ def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
                                          for (c,) in rows)
 
 
-def test_cli_writes_results_table_and_plots(tmp_path, capsys):
+def test_cli_writes_results_table_and_plots(tmp_path, capsys, monkeypatch):
     from backend.cli import main
 
+    monkeypatch.setenv("PROJECT_SPECIALIST_MIN", "20")  # joins at stage 2 of 2: the reports cope with a newcomer
     out = tmp_path / "out"
     main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
           "--stream", str(FIN), "--labels", "Bearish,Bullish,Neutral",
@@ -169,8 +170,11 @@ def test_cli_writes_results_table_and_plots(tmp_path, capsys):
                                      "0": "Bearish", "1": "Bullish", "2": "Neutral"}),
           "--reviewer", "oracle", "--stage-size", "80", "--out", str(out), "--source-rows", "300",
           "--stream-rows", "160", "--test-rows", "80", "--rule", "confidence", "--threshold", "0.6",
-          "--max-review-share", "0.25", "--sweep", "0.6,0.9", "--no-progress"])
+          "--max-review-share", "0.25", "--sweep", "0.6,0.9", "--no-progress", "--review-queue", "backlog"])
     results = json.loads((out / "results.json").read_text())
+    assert results["run"]["settings"]["review_queue"] == "backlog"
+    assert "minilm-project" in results["specialists"] and "minilm-project" not in results["stages"][0]["specialists"]
+    assert any("minilm-project joins" in n for n in results["run"]["stages"][1]["training_notes"])
     for key in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "stages", "llm_calls",
                 "llm_tokens", "llm_only_tokens"):
         assert key in results

@@ -71,3 +71,43 @@ def test_labels_outside_the_control_are_an_error_not_dropped(sample):
     assert y.tolist() == [1]
     multi = encode_targets(LabelledData(["a"], [["Tech", "sports"]], "x"), ["Sports", "Politics", "Tech"], True)
     assert np.array_equal(multi, [[1, 0, 1]])
+
+
+def test_replayed_rows_hold_the_calibration_out_and_a_project_specialist_trains_on_the_rest(tmp_path, sample):
+    # 300 "project" rows of two labels only, then 600 replayed rows of all three.
+    own = [i for i, y in enumerate(sample.labels) if y != ["Neutral"] and y != ["neutral"]][:300]
+    rest = [i for i in range(len(sample.texts)) if i not in set(own)][:600]
+    data = LabelledData([sample.texts[i] for i in own + rest], [sample.labels[i] for i in own + rest], "x")
+    replay = np.r_[np.zeros(len(own), bool), np.ones(len(rest), bool)]
+    recipe = [TFIDF[0], {"name": "own", "family": "tfidf", "params": {"rows": "project"}}]
+    store = BundleStore(tmp_path)
+    ref, manifest = train_bundle(store, LABELS, False, data, recipe, sample_weight=np.where(replay, 1.0, 5.0),
+                                 replay_rows=replay)
+    assert manifest.metrics["n_holdout"] == int(600 * 0.15)  # drawn from the replay: every project row trains
+    assert manifest.metrics["n_train"] == 300 + 600 - int(600 * 0.15)
+    from backend.specialists import registry
+
+    shared = registry.load(ref.path / "specialists" / "tfidf-lr")
+    project = registry.load(ref.path / "specialists" / "own")
+    assert len(shared.pipeline.classes_) == 3
+    assert len(project.pipeline.classes_) == 2  # it saw the project's rows, which have no Neutral
+    assert project.predict_proba(["a fine day"])[0, LABELS.index("Neutral")] == 0.0
+    with pytest.raises(ValueError, match="project rows only"):
+        train_bundle(store, LABELS, False, data, recipe, replay_rows=np.ones(len(replay), bool))
+
+
+def test_the_project_specialist_joins_once_there_are_enough_varied_corrections():
+    from finetune.trainer import with_project_specialist
+
+    recipe = [{"name": "tfidf-lr", "family": "tfidf", "params": {}}]
+    two = [["a"], ["b"]] * 100
+    assert with_project_specialist(recipe, two[:199], 200) == (recipe, None)  # too few
+    assert with_project_specialist(recipe, [["a"]] * 300, 200) == (recipe, None)  # one answer trains nothing
+    assert with_project_specialist(recipe, two, 0) == (recipe, None)  # switched off
+    grown, name = with_project_specialist(recipe, two, 200)
+    assert name == "minilm-project" and grown[-1] == {"name": "minilm-project", "family": "encoder",
+                                                      "params": {"rows": "project"}}
+    assert recipe == [{"name": "tfidf-lr", "family": "tfidf", "params": {}}]  # not changed in place
+    assert with_project_specialist(grown, two * 2, 200) == (grown, None)  # it is there already
+    taken = [{"name": "minilm-project", "family": "tfidf", "params": {}}]
+    assert with_project_specialist(taken, two, 200)[1] == "minilm-project-2"
