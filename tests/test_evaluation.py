@@ -86,12 +86,29 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert all(s["training"] == "promoted" for s in r["stages"])  # run_stage trained and promoted each stage
     assert set(r["specialists"]) == {"tfidf-lr", "minilm-lr", "tfidf-nb"}
     assert 0.0 < r["test_auto_share"] <= 1.0 and 0.0 <= r["test_auto_accuracy"] <= 1.0
+    last, claim = r["stages"][-1], r["auto_accuracy_claim"]
+    assert last["auto_items"] == round(last["items"] * (1 - last["reviewed_share"]))
+    assert claim["stated"] < last["auto_accuracy"] and claim["unseen"] == r["test_auto_accuracy"]
+    assert claim["met"] == (claim["unseen"] >= claim["stated"])
+    assert all(0.0 <= s["disagreement_share"] <= 1.0 for s in r["stages"])
     from backend.bundles import BundleStore
     from backend.labelconfig import project_bundle_key
 
     bundles = BundleStore(harness.workdir / "oracle" / "models")
     history = bundles.history(project_bundle_key("evaluation", "label"))
     assert len(history) >= 1  # the project bundle the stages promoted
+
+
+def test_the_stated_auto_accuracy_is_a_lower_bound_the_checked_items_support():
+    from backend.evaluation.stream import auto_claim, wilson_lower
+
+    assert wilson_lower(90, 100) == pytest.approx(0.8257, abs=1e-4)
+    assert wilson_lower(900, 1000) > wilson_lower(90, 100)  # more checked items, a tighter bound
+    assert wilson_lower(0, 0) is None and wilson_lower(10, 10) < 1.0
+    stage = {"stage": 4, "auto_items": 750, "auto_accuracy": 0.8}
+    assert auto_claim(stage, 0.79)["met"] is True  # within what 750 items support
+    assert auto_claim(stage, 0.70)["met"] is False
+    assert auto_claim({"stage": 1, "auto_items": 0, "auto_accuracy": None}, 0.9)["met"] is None
 
 
 def test_backlog_queue_reviews_the_hardest_of_all_accepted_items_within_the_same_spend(harness):

@@ -16,6 +16,13 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _claim(main: dict[str, Any]) -> str:
+    c = main.get("auto_accuracy_claim") or {}
+    if c.get("met") is None:
+        return "n/a"
+    return f"{_pct(c['stated'])} → {_pct(c['unseen'])}: {'met' if c['met'] else 'missed'}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     main = results["run"]
     cold = results["cold_start"]
@@ -38,6 +45,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("auto-accepted share / accuracy (stream)", f"{_pct(main['auto_share'])} / {_pct(main['auto_accuracy'])}"),
         ("auto-accepted share / accuracy (unseen test, final models)",
          f"{_pct(main['test_auto_share'])} / {_pct(main['test_auto_accuracy'])}"),
+        ("auto-accepted accuracy stated (95% lower bound, last stage) → unseen test", _claim(main)),
         ("reviewer accuracy on what it settled", _pct(main["reviewer_accuracy"])),
         ("plain vote, no review, no learning (stream)", _pct(main["vote_accuracy"])),
         ("same router and reviewer, no learning (oracle)",

@@ -10,6 +10,7 @@ the rq worker does. Nothing here re-implements a decision the service makes; it 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -236,7 +237,8 @@ class Harness:
                 "hard_share_before_cap": (hard_new + capped_new) / len(new),
                 "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in hard) / len(new),
                 "reviewed_from_backlog": len(hard) - hard_new,
-                "auto_accuracy": _mean([it.label == y for it, y in auto]),
+                "auto_accuracy": _mean([it.label == y for it, y in auto]), "auto_items": len(auto),
+                "disagreement_share": _mean([not scored.decisions[k].unanimous for k in range(first_new, len(pool))]),
                 "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
                                               for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
@@ -305,6 +307,7 @@ class Harness:
             figures["source_test"] = {"before": before, "after": after,
                                       "change_points": round(100 * (after - before), 2)}
         figures["test_tradeoff"] = review_curve(final_test, self.data.test.labels)
+        figures["auto_accuracy_claim"] = auto_claim(state.stages[-1], figures["test_auto_accuracy"])
         return figures
 
 
@@ -322,6 +325,29 @@ def review_curve(scored: Scored, gold: Sequence[str], shares: Sequence[float] = 
         out.append({"reviewed_share": share, "accuracy": float(fixed.mean()),
                     "auto_accuracy": float(right[order[k:]].mean()) if k < len(order) else None})
     return out
+
+
+def wilson_lower(right: int, n: int, z: float = 1.96) -> float | None:
+    """The lower end of the Wilson score interval: an accuracy that n checked items support at ~95%."""
+    if n <= 0:
+        return None
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def auto_claim(last_stage: dict[str, Any], unseen: float | None) -> dict[str, Any]:
+    """The accuracy a team is told its auto-accepted labels have, and whether unseen data bears it out.
+
+    It is stated from the last stage's auto-accepted stream items (the newest models the stream saw; their labels
+    were checked against gold here, by an audit sample in a live project) as a 95% lower bound, and checked
+    against the final models' auto-accepted share of the unseen test set.
+    """
+    n, acc = last_stage.get("auto_items", 0), last_stage.get("auto_accuracy")
+    stated = wilson_lower(round(acc * n), n) if acc is not None else None
+    return {"stated": stated, "basis": f"stage {last_stage['stage']}: {n} auto-accepted items, Wilson 95% lower bound",
+            "unseen": unseen, "met": None if stated is None or unseen is None else unseen >= stated}
 
 
 def no_learning(cold: Scored, gold: Sequence[str], settings: Settings, labels: Sequence[str], stage_size: int
