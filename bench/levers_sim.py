@@ -1,0 +1,195 @@
+"""Rank continual-learning levers fast, before paying for full `autoannotator evaluate` runs.
+
+This is an approximation, not the harness: it replays the stream protocol (stages, the least confident quarter
+reviewed by the oracle, every 5th reviewed item held out, retrain from scratch on replay + corrections, final
+re-label) with the default specialists' models fitted directly in sklearn, on MiniLM embeddings read from the
+harness's cache and TF-IDF features computed once. A full run takes 20+ minutes here; one variant of this takes
+two or three, and its baseline lands within half a point of the real run (docs/benchmarks.md §5). Only the real
+harness's figures are quoted as results; this script decides which of them to run.
+
+    .venv/bin/python bench/levers_sim.py financial [variant ...]   # prints one JSON line per variant
+    (appends to docs/eval/levers-sim.jsonl with --save)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import ComplementNB
+from sklearn.neighbors import KNeighborsClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend.evaluation import data as eval_data  # noqa: E402
+
+D = ROOT.parent / "shared" / "data"
+S = D / "semeval2017-task4a" / "Subtask_A__downloaded__twitter"
+SOURCE = [Path(f"{S}-{x}-A.tsv") for x in ("2013train 2013dev 2013test 2014sarcasm 2014test 2015train 2015test "
+                                           "2016train 2016dev 2016devtest 2016test").split()]
+SOURCE_TEST = D / "semeval2017-task4a" / "Subtask_A__gold__SemEval2017-task4-test.subtask-A.english.txt"
+FIN_MAP = {"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0": "Bearish", "1": "Bullish",
+           "2": "Neutral"}
+
+# name → knobs; "base" is bench/eval_runs.sh as it ran before this session's changes (HUMAN_WEIGHT 10).
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "backlog": {"backlog": True},  # --review-queue backlog
+    "human_weight_3": {"w": 3.0},
+    "calibrate_on_replay": {"calib": 0.0},  # every correction trains (train_bundle's replay_rows)
+    "project_specialist": {"project": True},  # PROJECT_SPECIALIST_MIN=200
+    "project_specialist+calibrate_on_replay": {"project": True, "calib": 0.0},  # the new defaults
+    "knn_specialist": {"knn": True},
+    "reserve_40pct_for_final_models": {"reserve": 0.4},
+    "domain_mixture": {"mixture": True},  # P(project|x) mixes adapted and cold-start models
+}
+
+
+def load(name: str) -> eval_data.EvalData:
+    if name == "tse":
+        return eval_data.load(SOURCE, D / "tweet-sentiment-extraction" / "initial__train.csv", None, 0.3, SOURCE_TEST,
+                              "text", "sentiment", None, ["negative", "neutral", "positive"], 0, 20000, None, 3000,
+                              "2", "1")
+    return eval_data.load(SOURCE, D / "twitter-financial-news-sentiment" / "sent_train.csv",
+                          D / "twitter-financial-news-sentiment" / "sent_valid.csv", 0.3, SOURCE_TEST, "text",
+                          "label", FIN_MAP, ["Bearish", "Bullish", "Neutral"], 0, 20000, None, 3000, "2", "1")
+
+
+def embeddings(data: eval_data.EvalData, cache_dir: Path) -> dict[str, np.ndarray]:
+    from backend.specialists.embedding_cache import EmbeddingCache
+    from backend.specialists.encoder import default_encoder_name, shared_encoder
+
+    name = default_encoder_name()
+    enc = shared_encoder(name)
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", f"{name}|{enc.max_length}", enc.dim)
+    return {p: cache.encode(getattr(data, p).texts, enc.encode) for p in ("source", "stream", "test", "source_test")}
+
+
+def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, np.ndarray], w: float = 10.0,
+             share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
+             project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool = False) -> dict:
+    t0 = time.perf_counter()
+    index = {x: i for i, x in enumerate(data.labels)}
+    k = len(data.labels)
+    y = {p: np.array([index[x] for x in getattr(data, p).labels]) for p in emb}
+    stage_size = 2000 if name == "tse" else 1000
+    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b|[!?]",
+                           max_features=200_000)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=200_000)
+    corpus = data.source.texts + data.stream.texts
+    word.fit(corpus)
+    char.fit(corpus)
+    tfidf = {p: sparse.hstack([word.transform(getattr(data, p).texts), char.transform(getattr(data, p).texts)]).tocsr()
+             for p in emb}
+
+    def held_out(i: int) -> bool:
+        return int(hashlib.md5(str(i).encode()).hexdigest(), 16) % holdout_every == 0
+
+    def fit(own: np.ndarray) -> list[tuple[str, object]]:
+        rep = np.arange(len(y["source"]))
+        if calib:  # train_bundle before replay_rows: 15% of every row, corrections included, calibrate instead
+            rng = np.random.default_rng(len(own))
+            rep, own = rep[rng.random(len(rep)) >= calib], own[rng.random(len(own)) >= calib]
+        sw = np.r_[np.ones(len(rep)), np.full(len(own), w)]
+        target = np.r_[y["source"][rep], y["stream"][own]]
+        xe = np.vstack([emb["source"][rep], emb["stream"][own]])
+        xt = sparse.vstack([tfidf["source"][rep], tfidf["stream"][own]])
+        models = [("emb", LogisticRegression(C=2.0, max_iter=3000).fit(xe, target, sample_weight=sw)),
+                  ("tfidf", LogisticRegression(C=4.0, max_iter=2000, tol=1e-3).fit(xt, target, sample_weight=sw)),
+                  ("tfidf", ComplementNB(alpha=0.3).fit(xt, target, sample_weight=sw))]
+        if project and len(own) >= 200:
+            models.append(("emb", LogisticRegression(C=2.0, max_iter=3000).fit(emb["stream"][own], y["stream"][own])))
+        if knn and len(own) >= 50:
+            models.append(("emb", KNeighborsClassifier(n_neighbors=10, weights="distance", metric="cosine")
+                           .fit(emb["stream"][own], y["stream"][own])))
+        return models
+
+    def mean_proba(models: list, part: str, idx: np.ndarray | None = None) -> np.ndarray:
+        out = []
+        for kind, m in models:
+            x = (tfidf if kind == "tfidf" else emb)[part]
+            x = x if idx is None else x[idx]
+            p = np.zeros((x.shape[0], k))
+            p[:, m.classes_] = m.predict_proba(x)
+            out.append(p)
+        return np.mean(out, 0)
+
+    cold = models = fit(np.array([], dtype=int))
+    domain: list[LogisticRegression | None] = [None]
+
+    def proba(part: str, idx: np.ndarray | None = None) -> np.ndarray:
+        p = mean_proba(models, part, idx)
+        if mixture and domain[0] is not None:
+            x = emb[part] if idx is None else emb[part][idx]
+            d = domain[0].predict_proba(x)[:, 1][:, None]
+            p = d * p + (1 - d) * mean_proba(cold, part, idx)
+        return p
+
+    source_before = float((proba("source_test").argmax(1) == y["source_test"]).mean())
+    n = len(y["stream"])
+    final = np.full(n, -1)
+    reviewed = np.zeros(n, bool)
+    own: list[int] = []
+    stages = []
+    for start in range(0, n, stage_size):
+        idx = np.arange(start, min(start + stage_size, n))
+        p = proba("stream", idx)
+        final[idx] = p.argmax(1)
+        budget = round(share * (1 - reserve) * len(idx))
+        pool = np.where(~reviewed[:idx[-1] + 1])[0] if backlog else idx
+        conf = proba("stream", pool).max(1) if backlog else p.max(1)
+        pick = pool[np.argsort(conf, kind="stable")[:budget]]
+        reviewed[pick] = True
+        own += [int(i) for i in pick if not held_out(int(i))]
+        models = fit(np.array(own, dtype=int))
+        if mixture:
+            seen = idx[-1] + 1
+            xd = np.vstack([emb["source"][:5000], emb["stream"][:seen]])
+            domain[0] = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(
+                xd, np.r_[np.zeros(5000), np.ones(seen)])
+        stages.append(round(float((proba("test").argmax(1) == y["test"]).mean()), 4))
+    if reserve:
+        left = int(share * n) - int(reviewed.sum())
+        pool = np.where(~reviewed)[0]
+        reviewed[pool[np.argsort(proba("stream", pool).max(1), kind="stable")[:left]]] = True
+    todo = np.where(~reviewed)[0]
+    final[todo] = proba("stream", todo).argmax(1)
+    final[reviewed] = y["stream"][reviewed]
+    test = proba("test")
+    auto = np.argsort(test.max(1))[int(share * len(test)):]
+    source_after = float((proba("source_test").argmax(1) == y["source_test"]).mean())
+    return {"stream": name, "variant": variant, "final_accuracy": round(float((final == y["stream"]).mean()), 4),
+            "reviewed_share": round(float(reviewed.mean()), 4), "test_accuracy": stages[-1],
+            "test_auto_accuracy_75pct": round(float((test.argmax(1)[auto] == y["test"][auto]).mean()), 4),
+            "source_test_change_points": round(100 * (source_after - source_before), 2), "test_by_stage": stages,
+            "seconds": round(time.perf_counter() - t0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stream", choices=("financial", "tse"))
+    ap.add_argument("variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--cache-dir", default="/tmp/autoannotator-eval-cache")
+    ap.add_argument("--save", action="store_true", help="append each result to docs/eval/levers-sim.jsonl")
+    args = ap.parse_args()
+    data = load(args.stream)
+    emb = embeddings(data, Path(args.cache_dir))
+    for v in args.variants:
+        r = simulate(args.stream, v, data, emb, **VARIANTS[v])
+        print(json.dumps(r), flush=True)
+        if args.save:
+            with (ROOT / "docs" / "eval" / "levers-sim.jsonl").open("a") as fh:
+                fh.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
