@@ -15,17 +15,26 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def claim(run: dict) -> str:
+    c = run.get("auto_accuracy_claim")
+    if not c or c.get("met") is None:
+        return "not stated (run before the claim existed)" if not c else "n/a"
+    return f"{pct(c['stated'])} → {pct(c['unseen'])}, {'met' if c['met'] else 'missed'}"
+
+
 def main() -> None:
     print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
-          "plain vote | no learning, same review | below the threshold, first → last stage | source test change |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "auto-accepted acc. stated → unseen | plain vote | no learning, same review | "
+          "below the threshold, first → last stage | source test change |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
         r = json.loads(path.read_text())
         run, stages = r["run"], r["run"]["stages"]
         src = run.get("source_test")
         print(f"| {r['name']} | {run['reviewer']}{' (SIMULATION)' if r['simulation'] else ''} | {run['items']} | "
               f"{pct(run['final_accuracy'])} | {pct(run['reviewed_share'])} | "
-              f"{pct(run['auto_accuracy'])} / {pct(run['test_auto_accuracy'])} | {pct(run['vote_accuracy'])} | "
+              f"{pct(run['auto_accuracy'])} / {pct(run['test_auto_accuracy'])} | {claim(run)} | "
+              f"{pct(run['vote_accuracy'])} | "
               f"{pct(r['no_learning']['final_accuracy'])} | "
               f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])} | "
               f"{'n/a' if not src else format(src['change_points'], '+.2f') + ' pt'} |")
