@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|financial|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
+#   bench/eval_runs.sh [tse|tse-hw3|financial|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
 set -euo pipefail
@@ -25,8 +25,11 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
-      "${EVAL[@]}" "${ROUTER[@]}" --name tweet-sentiment-extraction --out docs/eval/tse \
+    tse|tse-hw3)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+      # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
+      local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT
+      if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
+      HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;

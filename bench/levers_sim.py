@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "calibrate_on_replay": {"calib": 0.0},  # every correction trains (train_bundle's replay_rows)
     "project_specialist": {"project": True},  # PROJECT_SPECIALIST_MIN=200
     "project_specialist+calibrate_on_replay": {"project": True, "calib": 0.0},  # the new defaults
+    "new_defaults+human_weight_3": {"project": True, "calib": 0.0, "w": 3.0},
+    "calibrate_on_replay+human_weight_3": {"calib": 0.0, "w": 3.0},
     "knn_specialist": {"knn": True},
     "reserve_40pct_for_final_models": {"reserve": 0.4},
     "domain_mixture": {"mixture": True},  # P(project|x) mixes adapted and cold-start models
