@@ -85,9 +85,8 @@ def train_bundle(
     texts = np.array(data.texts, dtype=object)
     idx = np.arange(len(texts))
     replayed = np.zeros(len(idx), bool) if replay_rows is None else np.asarray(replay_rows, dtype=bool)
-    pool = idx if replay_rows is None else idx[replayed]
-    if replay_rows is not None and int(len(pool) * holdout) < max(10, len(labels)):
-        pool = idx  # too few such rows to calibrate on: hold out from all rows as usual
+    # Too few replayed rows to calibrate on (or none marked): hold out from all rows as before.
+    pool = idx[replayed] if int(replayed.sum() * holdout) >= max(10, len(labels)) else idx
     n_hold = int(len(pool) * holdout)
     if n_hold >= max(10, len(labels)):
         yp = y[pool]
