@@ -104,7 +104,7 @@ def planned_recipe(project_id: str, control: ChoiceControl, recipe: list[dict[st
             for s in merged], notes
 
 
-PROJECT_SPECIALIST = {"name": "minilm-project", "family": "encoder", "params": {"rows": "project"}}
+PROJECT_SPECIALIST = {"name": "minilm-project", "family": "encoder", "params": {"rows": "project", "layers": 3}}
 
 
 def with_project_specialist(recipe: list[dict[str, Any]], choices: list[list[str]], minimum: int

@@ -64,6 +64,46 @@ def test_encoder_specialist_uses_one_shared_encoder(tmp_path, sample):
     np.testing.assert_allclose(again.predict_proba(xte), p, atol=1e-6)
 
 
+def test_encoder_heads_read_the_last_layers_from_one_pass(tmp_path, sample):
+    xtr, ytr, xte, yte = sample
+    one = registry.create("encoder", "one", LABELS, False)
+    three = registry.create("encoder", "three", LABELS, False, {"layers": 3})
+    enc = three.encoder
+    last = enc.encode(xte[:5])
+    deep = enc.encode(xte[:5], 3)
+    assert last.shape == (5, enc.dim) and deep.shape == (5, 3 * enc.dim)
+    np.testing.assert_allclose(deep[:, :enc.dim], last, atol=1e-6)  # the last layer comes first
+    np.testing.assert_allclose(np.linalg.norm(deep.reshape(5, 3, enc.dim), axis=-1), 1, atol=1e-5)
+    assert not np.allclose(deep[:, enc.dim:2 * enc.dim], last)  # and the layers below differ from it
+    with pytest.raises(ValueError, match="layers must be between 1 and 6"):
+        enc.encode(xte[:2], 7)
+    # A head saved before the option (no "layers") reads the last layer, as it was trained to.
+    assert one.layers == 1 and "layers" not in one.params
+    three.fit(xtr, ytr)
+    assert three.head.coef_.shape[1] == 3 * enc.dim
+    p = three.predict_proba(xte)
+    assert (p.argmax(1) == yte).mean() > 0.5
+    three.save(tmp_path / "three")
+    again = registry.load(tmp_path / "three")
+    assert again.layers == 3
+    np.testing.assert_allclose(again.predict_proba(xte), p, atol=1e-6)
+
+
+def test_encoder_cache_keeps_each_depth_apart(tmp_path, sample):
+    xtr, ytr, _, _ = sample
+    runtime = {"cache_dir": str(tmp_path / "cache")}
+    for layers in (1, 3):
+        sp = registry.create("encoder", f"d{layers}", LABELS, False, {"layers": layers}, **runtime)
+        sp.fit(xtr[:40], ytr[:40])
+        assert sp.head.coef_.shape[1] == layers * sp.encoder.dim
+    # Read back from the cache at both depths: no vector of one depth is served for the other.
+    for layers in (1, 3):
+        sp = registry.create("encoder", "c", LABELS, False, {"layers": layers}, **runtime)
+        cached = sp._training_embeddings(xtr[:40])
+        assert cached.shape == (40, layers * sp.encoder.dim)
+        np.testing.assert_allclose(cached, sp.encoder.encode(xtr[:40], layers), atol=1e-5)
+
+
 def test_hf_checkpoint_labels_are_mapped_onto_project_choices(minilm_classifier_dir, sample):
     _, _, xte, _ = sample
     sp = registry.create("hf", "h", LABELS, False, {"checkpoint": str(minilm_classifier_dir)}, dtype="float32")

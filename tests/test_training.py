@@ -106,7 +106,7 @@ def test_the_project_specialist_joins_once_there_are_enough_varied_corrections()
     assert with_project_specialist(recipe, two, 0) == (recipe, None)  # switched off
     grown, name = with_project_specialist(recipe, two, 200)
     assert name == "minilm-project" and grown[-1] == {"name": "minilm-project", "family": "encoder",
-                                                      "params": {"rows": "project"}}
+                                                      "params": {"rows": "project", "layers": 3}}
     assert recipe == [{"name": "tfidf-lr", "family": "tfidf", "params": {}}]  # not changed in place
     assert with_project_specialist(grown, two * 2, 200) == (grown, None)  # it is there already
     taken = [{"name": "minilm-project", "family": "tfidf", "params": {}}]

@@ -3,6 +3,12 @@
 The encoder (default all-MiniLM-L6-v2, shipped in a wheel so it loads offline) is loaded once per
 process and shared by every specialist and thread that names it; the head is a logistic regression
 on normalised mean-pooled embeddings: seconds to train, so it can be retrained at every stage.
+
+A head may read the last few layers, not just the last: each layer is mean-pooled and normalised, and
+they are concatenated. The last layer of a similarity-trained encoder has averaged away much of the
+sentiment and tone a classifier needs; the layers below keep more of it (on the SemEval → TSE stream,
+the last three layers lift a linear head by about three points: docs/benchmarks.md §5). One forward pass
+serves every depth.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from backend.specialists import torch_runtime as rt
 from backend.specialists.base import Specialist, pad_columns
 
 _HEAD = "head.joblib"
+_ENCODE_CHUNK = 8192
 
 
 class SentenceEncoder:
@@ -43,23 +50,40 @@ class SentenceEncoder:
         self._lock = threading.Lock()
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
 
+    @property
+    def depth(self) -> int:
+        """How many layers a head can read (the transformer layers, not the word embeddings)."""
+        return int(self.model.config.num_hidden_layers)
+
+    def encode(self, texts: Sequence[str], layers: int = 1) -> np.ndarray:
+        """(n, dim × layers): the last `layers` layers, each mean-pooled and L2-normalised, last layer first."""
+        if not 1 <= layers <= self.depth:
+            raise ValueError(f"layers must be between 1 and {self.depth} for {self.name}, not {layers}")
+        if len(texts) > _ENCODE_CHUNK:  # bounded memory: every layer's pool is held for one chunk at a time
+            return np.concatenate([self.encode(texts[i:i + _ENCODE_CHUNK], layers)
+                                   for i in range(0, len(texts), _ENCODE_CHUNK)])
+        pooled = self._pooled(texts)
+        return np.ascontiguousarray(pooled[:, :layers].reshape(len(pooled), layers * self.dim))
+
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _pooled(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads."""
         key = tuple(texts)
         with self._lock:
             if self._last is not None and self._last[0] == key:
                 return self._last[1]
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
             ids = enc["input_ids"]
-            out = np.zeros((len(ids), self.dim), dtype=np.float32)
+            out = np.zeros((len(ids), self.depth, self.dim), dtype=np.float32)
             for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
                 batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
                                             "attention_mask": [enc["attention_mask"][i] for i in idx]},
                                            return_tensors="pt", pad_to_multiple_of=8)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                hidden = self.model(**batch, output_hidden_states=True).hidden_states[1:][::-1]
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+                count = mask.sum(1).clamp(min=1)
+                pooled = torch.stack([(h * mask).sum(1) / count for h in hidden], dim=1)
                 pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
                 out[idx] = pooled.cpu().numpy()
             self._last = (key, out)
@@ -90,7 +114,8 @@ def default_encoder_name(configured: str = "") -> str:
 
 
 class EncoderSpecialist(Specialist):
-    """params: encoder (hub id or path; default the shipped MiniLM), C."""
+    """params: encoder (hub id or path; default the shipped MiniLM), C, layers (how many of the last layers the
+    head reads; 1 when absent, which is what heads saved before the option were trained on)."""
 
     family = "encoder"
 
@@ -104,6 +129,10 @@ class EncoderSpecialist(Specialist):
     @property
     def encoder_name(self) -> str:
         return self.params["encoder"] or default_encoder_name(self.runtime.get("default_encoder", ""))
+
+    @property
+    def layers(self) -> int:
+        return int(self.params.get("layers", 1))
 
     @property
     def encoder(self) -> SentenceEncoder:
@@ -121,12 +150,13 @@ class EncoderSpecialist(Specialist):
         """Through the on-disk cache when the runtime names one: replayed texts are encoded once."""
         cache_dir = self.runtime.get("cache_dir")
         if not cache_dir:
-            return self.encoder.encode(texts)
+            return self.encoder.encode(texts, self.layers)
         from backend.specialists.embedding_cache import EmbeddingCache
 
-        enc = self.encoder
-        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", f"{self.encoder_name}|{enc.max_length}", enc.dim)
-        return cache.encode(texts, enc.encode)
+        enc, layers = self.encoder, self.layers
+        space = f"{self.encoder_name}|{enc.max_length}" + (f"|layers={layers}" if layers > 1 else "")
+        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", space, enc.dim * layers)
+        return cache.encode(texts, lambda part: enc.encode(part, layers))
 
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
         x = self._training_embeddings(texts)
@@ -138,7 +168,10 @@ class EncoderSpecialist(Specialist):
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         # Serving texts are new, so only runs that re-score the same texts (the evaluation harness) opt in.
-        x = self._training_embeddings(texts) if self.runtime.get("cache_predictions") else self.encoder.encode(texts)
+        if self.runtime.get("cache_predictions"):
+            x = self._training_embeddings(texts)
+        else:
+            x = self.encoder.encode(texts, self.layers)
         proba = self.head.predict_proba(x)
         if self.multiple:
             return np.asarray(proba, dtype=np.float64)
