@@ -22,10 +22,16 @@ def claim(run: dict) -> str:
     return f"{pct(c['stated'])} → {pct(c['unseen'])}, {'met' if c['met'] else 'missed'}"
 
 
+def test_below(stages: list[dict]) -> str:
+    if "test_hard_share_before_cap" not in stages[0]:
+        return ""  # runs made before the harness measured it
+    return f" / {pct(stages[0]['test_hard_share_before_cap'])} → {pct(stages[-1]['test_hard_share_before_cap'])}"
+
+
 def main() -> None:
     print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
           "auto-accepted acc. stated → unseen | plain vote | no learning, same review | "
-          "below the threshold, first → last stage | source test change |")
+          "below the threshold, first → last stage (stream / unseen test) | source test change |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
         r = json.loads(path.read_text())
@@ -36,7 +42,8 @@ def main() -> None:
               f"{pct(run['auto_accuracy'])} / {pct(run['test_auto_accuracy'])} | {claim(run)} | "
               f"{pct(run['vote_accuracy'])} | "
               f"{pct(r['no_learning']['final_accuracy'])} | "
-              f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])} | "
+              f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])}"
+              f"{test_below(stages)} | "
               f"{'n/a' if not src else format(src['change_points'], '+.2f') + ' pt'} |")
 
 

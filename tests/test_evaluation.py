@@ -91,6 +91,10 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert claim["stated"] < last["auto_accuracy"] and claim["unseen"] == r["test_auto_accuracy"]
     assert claim["met"] == (claim["unseen"] >= claim["stated"])
     assert all(0.0 <= s["disagreement_share"] <= 1.0 for s in r["stages"])
+    # The last stage's models are the final ones: what they send for review of the test set is the same count,
+    # before the cap, as what the final figures accept after it.
+    below, sent = last["test_hard_share_before_cap"], 1 - r["test_auto_share"]
+    assert sent == pytest.approx(below) if below <= 0.3 else sent <= 0.3 + 1 / 120
     from backend.bundles import BundleStore
     from backend.labelconfig import project_bundle_key
 

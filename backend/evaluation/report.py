@@ -65,12 +65,12 @@ def markdown(results: dict[str, Any]) -> str:
                                                       f"({st['change_points']:+.2f} pt)"))
     lines += ["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
     names = list(main["specialists"])
-    lines += ["| stage | items | hard share (before cap) | auto acc. | " + " | ".join(f"test {n}" for n in names)
-              + " | test ensemble | training |",
-              "|---" * (5 + len(names)) + "|---|"]
+    lines += ["| stage | items | hard share (before cap) | unseen test below the threshold | auto acc. | "
+              + " | ".join(f"test {n}" for n in names) + " | test ensemble | training |",
+              "|---" * (6 + len(names)) + "|---|"]
     for s in main["stages"]:
         lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} ({_pct(s['hard_share_before_cap'])}) | "
-                     f"{_pct(s['auto_accuracy'])} | "
+                     f"{_pct(s.get('test_hard_share_before_cap'))} | {_pct(s['auto_accuracy'])} | "
                      + " | ".join(_pct(s["test_specialists"].get(n)) for n in names)
                      + f" | {_pct(s['test_accuracy'])} | {s['training']} |")
     if results.get("sweep"):
@@ -105,6 +105,9 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             label="reviewed share (stream)")
     ax.plot([s["stage"] for s in stages], [s.get("hard_share_before_cap", s["hard_share"]) for s in stages],
             ls=":", color="gray", label="below the threshold, before REVIEW_MAX_SHARE")
+    if all("test_hard_share_before_cap" in s for s in stages):
+        ax.plot([s["stage"] for s in stages], [s["test_hard_share_before_cap"] for s in stages], ls="-.",
+                color="tab:red", label="unseen test below the threshold")
     written.append(_save(fig, ax, f"{title}: per stage", "stage (0 = cold start)", "accuracy / share",
                          out / "stages.png"))
 

@@ -231,6 +231,9 @@ class Harness:
             outcome = run_stage(PROJECT, settings, store)
             train_s = time.perf_counter() - t1
             after = score(self.ensemble(settings, self.current(settings)), self.data.test)
+            # The same question on fixed items: stage samples differ in difficulty, the test set does not.
+            test_out, test_hard = router.triage(names, after.decisions)
+            test_below = len(test_hard) + sum("REVIEW_MAX_SHARE" in o.reason for o in test_out)
             auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
             state.stages.append({
                 "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
@@ -242,6 +245,7 @@ class Harness:
                 "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
                                               for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
+                "test_hard_share_before_cap": test_below / max(len(self.data.test), 1),
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
