@@ -53,6 +53,13 @@ VARIANTS: dict[str, dict] = {
     "knn_specialist": {"knn": True},
     "reserve_40pct_for_final_models": {"reserve": 0.4},
     "domain_mixture": {"mixture": True},  # P(project|x) mixes adapted and cold-start models
+    "layers_3": {"project": True, "calib": 0.0, "layers": 3},  # minilm heads read the last three layers
+    "layers_3+human_weight_3": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0},
+    "layers_3+half_stages": {"project": True, "calib": 0.0, "layers": 3, "stages_per": 2},  # retrain twice as often
+    "layers_3+quarter_stages": {"project": True, "calib": 0.0, "layers": 3, "stages_per": 4},
+    "fitted_weights": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "fitw": True},
+    "self_training": {"pseudo": 0.5},  # the most confident half of accepted items train with their labels
+    "self_training+human_weight_3": {"pseudo": 0.5, "w": 3.0},
 }
 
 
@@ -66,24 +73,28 @@ def load(name: str) -> eval_data.EvalData:
                           "label", FIN_MAP, ["Bearish", "Bullish", "Neutral"], 0, 20000, None, 3000, "2", "1")
 
 
-def embeddings(data: eval_data.EvalData, cache_dir: Path) -> dict[str, np.ndarray]:
+def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> dict[str, np.ndarray]:
+    """The harness's own cache space (EncoderSpecialist._training_embeddings), so a run here warms a real run."""
     from backend.specialists.embedding_cache import EmbeddingCache
     from backend.specialists.encoder import default_encoder_name, shared_encoder
 
     name = default_encoder_name()
     enc = shared_encoder(name)
-    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", f"{name}|{enc.max_length}", enc.dim)
-    return {p: cache.encode(getattr(data, p).texts, enc.encode) for p in ("source", "stream", "test", "source_test")}
+    space = f"{name}|{enc.max_length}" + (f"|layers={layers}" if layers > 1 else "")
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", space, enc.dim * layers)
+    return {p: cache.encode(getattr(data, p).texts, lambda part: enc.encode(part, layers))
+            for p in ("source", "stream", "test", "source_test")}
 
 
 def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, np.ndarray], w: float = 10.0,
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
-             project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool = False) -> dict:
+             project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool = False,
+             pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
     y = {p: np.array([index[x] for x in getattr(data, p).labels]) for p in emb}
-    stage_size = 2000 if name == "tse" else 1000
+    stage_size = (2000 if name == "tse" else 1000) // stages_per
     word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b|[!?]",
                            max_features=200_000)
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=200_000)
@@ -96,15 +107,16 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     def held_out(i: int) -> bool:
         return int(hashlib.md5(str(i).encode()).hexdigest(), 16) % holdout_every == 0
 
-    def fit(own: np.ndarray) -> list[tuple[str, object]]:
+    def fit(own: np.ndarray, extra: np.ndarray | None = None) -> list[tuple[str, object]]:
         rep = np.arange(len(y["source"]))
         if calib:  # train_bundle before replay_rows: 15% of every row, corrections included, calibrate instead
             rng = np.random.default_rng(len(own))
             rep, own = rep[rng.random(len(rep)) >= calib], own[rng.random(len(own)) >= calib]
-        sw = np.r_[np.ones(len(rep)), np.full(len(own), w)]
-        target = np.r_[y["source"][rep], y["stream"][own]]
-        xe = np.vstack([emb["source"][rep], emb["stream"][own]])
-        xt = sparse.vstack([tfidf["source"][rep], tfidf["stream"][own]])
+        ex = np.array([], dtype=int) if extra is None else extra
+        sw = np.r_[np.ones(len(rep)), np.full(len(own), w), np.ones(len(ex))]
+        target = np.r_[y["source"][rep], y["stream"][own], final[ex]]
+        xe = np.vstack([emb["source"][rep], emb["stream"][own], emb["stream"][ex]])
+        xt = sparse.vstack([tfidf["source"][rep], tfidf["stream"][own], tfidf["stream"][ex]])
         models = [("emb", LogisticRegression(C=2.0, max_iter=3000).fit(xe, target, sample_weight=sw)),
                   ("tfidf", LogisticRegression(C=4.0, max_iter=2000, tol=1e-3).fit(xt, target, sample_weight=sw)),
                   ("tfidf", ComplementNB(alpha=0.3).fit(xt, target, sample_weight=sw))]
@@ -115,7 +127,9 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
                            .fit(emb["stream"][own], y["stream"][own])))
         return models
 
-    def mean_proba(models: list, part: str, idx: np.ndarray | None = None) -> np.ndarray:
+    vote = [np.ones(1)]  # the specialists' voting weights; fitted on held-out corrections with fitw
+
+    def mean_proba(models: list, part: str, idx: np.ndarray | None = None, each: bool = False) -> np.ndarray:
         out = []
         for kind, m in models:
             x = (tfidf if kind == "tfidf" else emb)[part]
@@ -123,8 +137,14 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             p = np.zeros((x.shape[0], k))
             p[:, m.classes_] = m.predict_proba(x)
             out.append(p)
-        return np.mean(out, 0)
+        if each:
+            return np.stack(out)
+        wv = vote[0] if len(vote[0]) == len(out) else np.ones(len(out))
+        return np.tensordot(wv / wv.sum(), np.stack(out), axes=1)
 
+    n = len(y["stream"])
+    final = np.full(n, -1)
+    conf_at = np.zeros(n)
     cold = models = fit(np.array([], dtype=int))
     domain: list[LogisticRegression | None] = [None]
 
@@ -137,8 +157,6 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         return p
 
     source_before = float((proba("source_test").argmax(1) == y["source_test"]).mean())
-    n = len(y["stream"])
-    final = np.full(n, -1)
     reviewed = np.zeros(n, bool)
     own: list[int] = []
     stages = []
@@ -146,13 +164,22 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         idx = np.arange(start, min(start + stage_size, n))
         p = proba("stream", idx)
         final[idx] = p.argmax(1)
+        conf_at[idx] = p.max(1)
         budget = round(share * (1 - reserve) * len(idx))
         pool = np.where(~reviewed[:idx[-1] + 1])[0] if backlog else idx
         conf = proba("stream", pool).max(1) if backlog else p.max(1)
         pick = pool[np.argsort(conf, kind="stable")[:budget]]
         reviewed[pick] = True
         own += [int(i) for i in pick if not held_out(int(i))]
-        models = fit(np.array(own, dtype=int))
+        extra = None
+        if pseudo:  # accepted, unreviewed items above the pseudo-quantile of their stage's confidence
+            seen = np.arange(idx[-1] + 1)
+            accepted = seen[~reviewed[seen]]
+            extra = accepted[conf_at[accepted] >= np.quantile(conf_at[accepted], 1 - pseudo)]
+        models = fit(np.array(own, dtype=int), extra)
+        held = [int(i) for i in np.where(reviewed)[0] if held_out(int(i))]
+        if fitw and len(held) >= 50:
+            vote[0] = fit_vote_weights(mean_proba(models, "stream", np.array(held), each=True), y["stream"][held])
         if mixture:
             seen = idx[-1] + 1
             xd = np.vstack([emb["source"][:5000], emb["stream"][:seen]])
@@ -176,6 +203,23 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             "seconds": round(time.perf_counter() - t0)}
 
 
+def fit_vote_weights(each: np.ndarray, y: np.ndarray, pull: float = 1.0) -> np.ndarray:
+    """Weights on the simplex (softmax of free parameters) that minimise held-out log loss, pulled towards equal."""
+    from scipy.optimize import minimize
+
+    m = each.shape[0]
+
+    def loss(theta: np.ndarray) -> float:
+        w = np.exp(theta - theta.max())
+        w /= w.sum()
+        p = np.tensordot(w, each, axes=1)[np.arange(len(y)), y]
+        return float(-np.mean(np.log(np.clip(p, 1e-9, 1))) + pull * np.mean(theta ** 2) / len(y) ** 0.5)
+
+    theta = minimize(loss, np.zeros(m), method="Nelder-Mead").x
+    w = np.exp(theta - theta.max())
+    return w / w.sum() * m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("stream", choices=("financial", "tse"))
@@ -184,9 +228,13 @@ def main() -> None:
     ap.add_argument("--save", action="store_true", help="append each result to docs/eval/levers-sim.jsonl")
     args = ap.parse_args()
     data = load(args.stream)
-    emb = embeddings(data, Path(args.cache_dir))
+    emb: dict[int, dict[str, np.ndarray]] = {}
     for v in args.variants:
-        r = simulate(args.stream, v, data, emb, **VARIANTS[v])
+        knobs = dict(VARIANTS[v])
+        layers = knobs.pop("layers", 1)
+        if layers not in emb:
+            emb[layers] = embeddings(data, Path(args.cache_dir), layers)
+        r = simulate(args.stream, v, data, emb[layers], **knobs)
         print(json.dumps(r), flush=True)
         if args.save:
             with (ROOT / "docs" / "eval" / "levers-sim.jsonl").open("a") as fh:
