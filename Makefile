@@ -7,6 +7,10 @@ HOST ?= 127.0.0.1
 PORT ?= 9090
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# llama-cpp-python (requirements-dev.txt) builds llama.cpp from source; a -march=native build segfaulted at the first
+# completion on an AVX-512/AMX Xeon, so it is built for a portable AVX2 CPU. pip caches the built wheel: after a
+# native build, `pip cache remove llama_cpp_python` before reinstalling.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install run test lint e2e bench load ls-install clean
 
