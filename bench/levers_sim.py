@@ -80,8 +80,7 @@ def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> di
 
     name = default_encoder_name()
     enc = shared_encoder(name)
-    space = f"{name}|{enc.max_length}" + (f"|layers={layers}" if layers > 1 else "")
-    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", space, enc.dim * layers)
+    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", enc.cache_space(layers), enc.dim * layers)
     return {p: cache.encode(getattr(data, p).texts, lambda part: enc.encode(part, layers))
             for p in ("source", "stream", "test", "source_test")}
 

@@ -200,7 +200,6 @@ class Harness:
             scored = score(ensemble, part)
             outcomes, hard = router.triage(names, scored.decisions, budget_items=len(new))
             first_new = len(backlog)
-            capped_new = sum("REVIEW_MAX_SHARE" in outcomes[k].reason for k in range(first_new, len(pool)))
             hard_new = sum(1 for k in hard if k >= first_new)
             samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
                                   scored.decisions[k].confidence, scored.decisions[k].probabilities) for k in hard]
@@ -233,11 +232,10 @@ class Harness:
             after = score(self.ensemble(settings, self.current(settings)), self.data.test)
             # The same question on fixed items: stage samples differ in difficulty, the test set does not.
             test_out, test_hard = router.triage(names, after.decisions)
-            test_below = len(test_hard) + sum("REVIEW_MAX_SHARE" in o.reason for o in test_out)
             auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
             state.stages.append({
                 "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
-                "hard_share_before_cap": (hard_new + capped_new) / len(new),
+                "hard_share_before_cap": below_threshold(outcomes, hard, first_new) / len(new),
                 "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in hard) / len(new),
                 "reviewed_from_backlog": len(hard) - hard_new,
                 "auto_accuracy": _mean([it.label == y for it, y in auto]), "auto_items": len(auto),
@@ -245,7 +243,7 @@ class Harness:
                 "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
                                               for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
-                "test_hard_share_before_cap": test_below / max(len(self.data.test), 1),
+                "test_hard_share_before_cap": below_threshold(test_out, test_hard) / max(len(self.data.test), 1),
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
@@ -313,6 +311,12 @@ class Harness:
         figures["test_tradeoff"] = review_curve(final_test, self.data.test.labels)
         figures["auto_accuracy_claim"] = auto_claim(state.stages[-1], figures["test_auto_accuracy"])
         return figures
+
+
+def below_threshold(outcomes: Sequence[Any], hard: Sequence[int], first: int = 0) -> int:
+    """How many of outcomes[first:] the router found hard before REVIEW_MAX_SHARE released some to "auto"."""
+    capped = sum("REVIEW_MAX_SHARE" in outcomes[k].reason for k in range(first, len(outcomes)))
+    return sum(1 for k in hard if k >= first) + capped
 
 
 def review_curve(scored: Scored, gold: Sequence[str], shares: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25,

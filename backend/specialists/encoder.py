@@ -5,10 +5,9 @@ process and shared by every specialist and thread that names it; the head is a l
 on normalised mean-pooled embeddings: seconds to train, so it can be retrained at every stage.
 
 A head may read the last few layers, not just the last: each layer is mean-pooled and normalised, and
-they are concatenated. The last layer of a similarity-trained encoder has averaged away much of the
-sentiment and tone a classifier needs; the layers below keep more of it (on the SemEval → TSE stream,
-the last three layers lift a linear head by about three points: docs/benchmarks.md §5). One forward pass
-serves every depth.
+they are concatenated. MiniLM is tuned for sentence similarity, and its last layer alone serves a tone
+classifier worse than the last three (on the SemEval → TSE stream, about three points for a linear head:
+docs/benchmarks.md §5). One forward pass serves every depth.
 """
 
 from __future__ import annotations
@@ -54,6 +53,10 @@ class SentenceEncoder:
     def depth(self) -> int:
         """How many layers a head can read (the transformer layers, not the word embeddings)."""
         return int(self.model.config.num_hidden_layers)
+
+    def cache_space(self, layers: int = 1) -> str:
+        """The embedding-cache namespace of this encoder at one depth (depth 1 keeps the key it always had)."""
+        return f"{self.name}|{self.max_length}" + (f"|layers={layers}" if layers > 1 else "")
 
     def encode(self, texts: Sequence[str], layers: int = 1) -> np.ndarray:
         """(n, dim × layers): the last `layers` layers, each mean-pooled and L2-normalised, last layer first."""
@@ -154,8 +157,7 @@ class EncoderSpecialist(Specialist):
         from backend.specialists.embedding_cache import EmbeddingCache
 
         enc, layers = self.encoder, self.layers
-        space = f"{self.encoder_name}|{enc.max_length}" + (f"|layers={layers}" if layers > 1 else "")
-        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", space, enc.dim * layers)
+        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", enc.cache_space(layers), enc.dim * layers)
         return cache.encode(texts, lambda part: enc.encode(part, layers))
 
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
