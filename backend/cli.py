@@ -28,8 +28,11 @@ def _control(label_config: str, name: str | None):
 
 
 def _json_arg(value: str | None) -> Any:
+    """Inline JSON, or a file holding it. Inline JSON is recognised first: a long one is not a valid path."""
     if not value:
         return None
+    if value.lstrip()[:1] in ("[", "{"):
+        return json.loads(value)
     path = Path(value)
     return json.loads(path.read_text() if path.exists() else value)
 
@@ -181,7 +184,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
         relabel=not args.no_relabel, human_fallback=args.human_fallback, sweep=_floats(args.sweep),
         llm_only_sample=args.llm_only_sample, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         name=args.name or "", progress=not args.no_progress, keep_work=args.keep_work, shuffle=not args.no_shuffle,
-        review_queue=args.review_queue)
+        review_queue=args.review_queue, specialists=_json_arg(args.specialists))
     try:
         results = evaluate(cfg, settings.with_(**changes))
     except ValueError as exc:
@@ -290,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, help="REVIEW_CONFIDENCE_THRESHOLD for this run")
     ev.add_argument("--rule", help="REVIEW_RULE for this run")
     ev.add_argument("--max-review-share", type=float, help="REVIEW_MAX_SHARE for this run")
+    ev.add_argument("--specialists", help="JSON (or a file): the cold start's [{name, family, params, weight}] "
+                                          "(default: the service's default specialists)")
     ev.add_argument("--sweep", help="also run these thresholds, comma-separated, for the trade-off plot")
     ev.add_argument("--no-relabel", action="store_true", help="keep each item's label from its own stage instead "
                                                               "of re-predicting unreviewed items with the final models")

@@ -211,6 +211,25 @@ def test_cli_writes_results_table_and_plots(tmp_path, capsys, monkeypatch):
     assert printed["final_accuracy"] == results["final_accuracy"]
 
 
+def test_the_cold_start_trains_the_recipe_it_is_given(tmp_path):
+    recipe = [{"name": "only-tfidf", "family": "tfidf", "params": {"classifier": "lr"}}]
+    h = Harness(small(source_rows=200, stream_rows=60, test_rows=40), Settings.from_env({}), tmp_path / "w",
+                tmp_path / "cache", specialists=recipe)
+    cold = h.cold_start()
+    assert set(cold["test_specialists"]) == {"only-tfidf"} == set(cold["stream_specialists"])
+
+
+def test_cli_specialists_accepts_long_inline_json_and_files(tmp_path):
+    from backend.cli import _json_arg
+
+    recipe = [{"name": f"s{i}", "family": "tfidf", "params": {"classifier": "lr", "note": "x" * 40}}
+              for i in range(10)]
+    inline = json.dumps(recipe)
+    assert len(inline) > 255 and _json_arg(inline) == recipe  # longer than a file name may be
+    (tmp_path / "recipe.json").write_text(inline)
+    assert _json_arg(str(tmp_path / "recipe.json")) == recipe and _json_arg(None) is None
+
+
 def test_cli_rejects_bad_reviewer_and_labels(tmp_path):
     from backend.cli import main
 

@@ -52,6 +52,7 @@ class EvalConfig:
     keep_work: bool = False
     shuffle: bool = True
     review_queue: str = "stage"
+    specialists: list[dict[str, Any]] | None = None  # the cold start's recipe (default: DEFAULT_SPECIALISTS)
 
 
 def _machine() -> str:
@@ -105,7 +106,8 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
         from tqdm import tqdm
 
         progress = tqdm
-    harness = Harness(data, settings, cfg.out / "work", cfg.cache_dir or (cfg.out / "work" / "cache"), progress)
+    harness = Harness(data, settings, cfg.out / "work", cfg.cache_dir or (cfg.out / "work" / "cache"), progress,
+                      cfg.specialists)
     cold = harness.cold_start()
     log.info("cold start: test %.4f, stream vote %.4f", cold["test_accuracy"], cold["stream_vote_accuracy"])
     try:

@@ -84,8 +84,9 @@ class Harness:
     """One evaluation: the data, the settings every run shares, and where runs write their models."""
 
     def __init__(self, data: EvalData, settings: Settings, workdir: Path, cache_dir: Path,
-                 progress: Callable[..., Any] | None = None):
+                 progress: Callable[..., Any] | None = None, specialists: list[dict[str, Any]] | None = None):
         self.data = data
+        self.specialists = specialists  # the cold start's recipe; the stages keep the served bundle's
         self.settings = settings
         self.workdir = workdir
         self.cache_dir = cache_dir
@@ -144,7 +145,8 @@ class Harness:
         t0 = time.perf_counter()
         data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
         ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
-                                     data_info={"text_col": "text", "label_col": "label"}, **self.runtime(settings))
+                                     self.specialists, data_info={"text_col": "text", "label_col": "label"},
+                                     **self.runtime(settings))
         seconds = time.perf_counter() - t0
         ensemble = self.ensemble(settings, ref)
         stream = score(ensemble, self.data.stream)
