@@ -7,7 +7,7 @@ import pytest
 
 from backend.datasets import load_labelled
 from backend.specialists import registry
-from backend.specialists.torch_runtime import CheckpointUnavailable
+from backend.specialists.torch_runtime import CheckpointUnavailable, shuffled_length_batches
 from backend.training import encode_targets
 from tests.conftest import ROOT
 
@@ -141,6 +141,45 @@ def test_hf_fine_tune_replaces_head_and_round_trips(tmp_path, minilm_classifier_
     again = registry.load(tmp_path / "h", dtype="float32")
     assert again.version == version
     np.testing.assert_allclose(again.predict_proba(texts[120:]), p, atol=1e-4)
+
+
+def test_training_batches_cover_every_row_once_and_pool_similar_lengths():
+    lengths = np.random.default_rng(0).integers(1, 60, size=1000)
+    batches = shuffled_length_batches(lengths, 16, seed=3)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000)) and all(len(b) <= 16 for b in batches)
+    assert all((np.diff(lengths[b]) >= 0).all() for b in batches)  # sorted within its pool
+    # Padding to each batch's longest row wastes far less than random batches would.
+    waste = sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+    rand = np.random.default_rng(3).permutation(1000)
+    random_waste = sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum())
+                       for b in (rand[i:i + 16] for i in range(0, 1000, 16)))
+    assert waste < random_waste / 4
+    assert [b.tolist() for b in batches] == [b.tolist() for b in shuffled_length_batches(lengths, 16, seed=3)]
+    assert [b.tolist() for b in batches] != [b.tolist() for b in shuffled_length_batches(lengths, 16, seed=4)]
+
+
+def test_hf_bf16_training_saves_the_trained_fp32_weights_after_predicting(tmp_path, minilm_classifier_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import topic_rows
+
+    labels = ["Sports", "Politics", "Tech"]
+    rows = [r for r in topic_rows(260, seed=3) if len(r["label"]) == 1]
+    texts = [r["text"] for r in rows]
+    y = np.array([labels.index(r["label"][0]) for r in rows])
+    sp = registry.create("hf", "h", labels, False, {"checkpoint": str(minilm_classifier_dir), "mode": "full",
+                                                    "epochs": 3, "lr": 1e-4}, dtype="bfloat16")
+    sp.fit(texts[:120], y[:120])  # bf16 autocast over fp32 weights
+    assert all(v.dtype == torch.float32 for v in sp._trained.values() if v.is_floating_point())
+    p = sp.predict_proba(texts[120:])  # runs in bf16: the weights are cast in place
+    assert sp.model.dtype == torch.bfloat16 and (p.argmax(1) == y[120:]).mean() > 0.8
+    sp.save(tmp_path / "h")
+    saved = load_file(str(tmp_path / "h" / "checkpoint" / "model.safetensors"))
+    for name, tensor in saved.items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, sp._trained[name]), name  # not the bf16-rounded copy
 
 
 def test_unavailable_checkpoint_says_how_to_get_it_offline():

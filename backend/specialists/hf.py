@@ -123,13 +123,19 @@ class HFClassifierSpecialist(Specialist):
             weights = (torch.ones(len(texts)) if sample_weight is None
                        else torch.tensor(np.asarray(sample_weight), dtype=torch.float32))
             bs = int(self.params.get("train_batch_size", 16))
-            gen = torch.Generator().manual_seed(int(self.params.get("seed", 0)))
-            max_len = int(self.params.get("max_length", 128))
-            for _ in range(int(self.params.get("epochs", 2))):
-                for idx in torch.randperm(len(texts), generator=gen).split(bs):
-                    batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=max_len,
-                                           padding=True, return_tensors="pt").to(self.device)
-                    logits = self.model(**batch).logits
+            seed = int(self.params.get("seed", 0))
+            enc = self.tokenizer(list(texts), truncation=True, max_length=int(self.params.get("max_length", 128)))
+            lengths = [len(x) for x in enc["input_ids"]]
+            pad_id = self.tokenizer.pad_token_id or 0
+            left = getattr(self.tokenizer, "padding_side", "right") == "left"
+            # bf16 autocast where the hardware has it (fp32 master weights): 1.5x on an AVX512-BF16 CPU, and
+            # length-pooled batches another 1.5x (fine-tuning MiniLM-L6 on 2 cores: 36 -> 79 texts/s).
+            mixed = self.dtype == torch.bfloat16
+            for epoch in range(int(self.params.get("epochs", 2))):
+                for idx in rt.shuffled_length_batches(lengths, bs, seed + epoch):
+                    batch = {key: v.to(self.device) for key, v in rt.pad_batch(enc, idx, pad_id, left).items()}
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=mixed):
+                        logits = self.model(**batch).logits.float()
                     t, w = targets[idx].to(self.device), weights[idx].to(self.device)
                     if self.multiple:
                         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none").mean(1)
@@ -140,6 +146,9 @@ class HFClassifierSpecialist(Specialist):
                     loss.backward()
                     opt.step()
             self.model.eval()
+            # Predicting casts the weights to bf16 in place; the saved checkpoint keeps the trained fp32 ones, so
+            # the next stage continues from them, not from a rounded copy.
+            self._trained = {key: v.detach().clone() for key, v in self.model.state_dict().items()}
             self._build_projection()
 
     def _old_head_mapping(self) -> dict[int, int]:
@@ -155,7 +164,11 @@ class HFClassifierSpecialist(Specialist):
     def _save_weights(self, path: Path) -> None:
         self._ensure_loaded(need_projection=False)
         target = path / _CKPT
-        self.model.to(torch.float32).save_pretrained(target)
+        self.model.to(torch.float32)
+        trained = getattr(self, "_trained", None)
+        if trained is not None:
+            self.model.load_state_dict(trained)
+        self.model.save_pretrained(target)
         self.tokenizer.save_pretrained(target)
 
     def _load_weights(self, path: Path) -> None:

@@ -78,6 +78,22 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
         yield order[start : start + batch_size]
 
 
+def shuffled_length_batches(lengths: Sequence[int], batch_size: int, seed: int, pool: int = 16
+                            ) -> list[np.ndarray]:
+    """Training batches: a random order cut into pools of `pool` batches, each pool sorted by length, and the
+    batches shuffled. Batches stay random enough for SGD while padding stays small (1.5x on tweets on a CPU)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    batches: list[np.ndarray] = []
+    step = batch_size * max(pool, 1)
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def pad_batch(enc: object, idx: np.ndarray, pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
     """The tokenised rows `idx` as padded tensors, length rounded up to 8 (fewer kernel shapes to meet).
 
