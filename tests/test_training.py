@@ -10,7 +10,7 @@ import pytest
 from backend.bundles import BundleStore
 from backend.datasets import LabelledData, load_labelled
 from backend.labelconfig import bundle_key
-from backend.training import encode_targets, train_bundle
+from backend.training import capped_rows, encode_targets, train_bundle
 from tests.conftest import ROOT
 
 LABELS = ["Positive", "Negative", "Neutral"]
@@ -94,6 +94,37 @@ def test_replayed_rows_hold_the_calibration_out_and_a_project_specialist_trains_
     assert project.predict_proba(["a fine day"])[0, LABELS.index("Neutral")] == 0.0
     with pytest.raises(ValueError, match="project rows only"):
         train_bundle(store, LABELS, False, data, recipe, replay_rows=np.ones(len(replay), bool))
+
+
+def test_capped_rows_take_the_project_rows_first_and_fill_with_replay():
+    rows = np.arange(100)
+    replayed = np.r_[np.zeros(30, bool), np.ones(70, bool)]
+    assert capped_rows(rows, replayed, 200) is rows  # under the cap: all of them, untouched
+    some = capped_rows(rows, replayed, 50, seed=1)
+    assert len(some) == 50 and len(set(some)) == 50
+    assert set(range(30)) <= set(some)  # every project row, then 20 replayed ones
+    assert (some == np.sort(some)).all()
+    np.testing.assert_array_equal(some, capped_rows(rows, replayed, 50, seed=1))  # seeded
+    few = capped_rows(rows, replayed, 10)
+    assert len(few) == 10 and set(few) <= set(range(30))  # more project rows than the cap: project rows only
+
+
+def test_a_specialist_with_max_rows_fits_on_at_most_that_many(tmp_path, sample, monkeypatch):
+    from backend.specialists.tfidf import TfidfSpecialist
+
+    seen: dict[str, int] = {}
+    fit = TfidfSpecialist.fit
+
+    def counting(self, texts, y, sample_weight=None):
+        seen[self.name] = len(texts)
+        return fit(self, texts, y, sample_weight)
+
+    monkeypatch.setattr(TfidfSpecialist, "fit", counting)
+    replay = np.r_[np.zeros(100, bool), np.ones(800, bool)]
+    recipe = [TFIDF[0], {"name": "capped", "family": "tfidf", "params": {"max_rows": 250}}]
+    _, manifest = train_bundle(BundleStore(tmp_path), LABELS, False, sample, recipe, replay_rows=replay,
+                               sample_weight=np.where(replay, 1.0, 3.0))
+    assert seen == {"tfidf-lr": manifest.metrics["n_train"], "capped": 250}
 
 
 def test_the_project_specialist_joins_once_there_are_enough_varied_corrections():
