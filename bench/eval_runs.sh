@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|financial|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|financial|financial-ft|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
 set -euo pipefail
@@ -21,20 +21,40 @@ export GATE_MARGIN=${GATE_MARGIN:-0.05}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
 ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
+# The *-ft runs add a fourth specialist: MiniLM fine-tuned end to end (hf, FINETUNE_MODE=full), bf16 on the CPU,
+# at most FT_ROWS rows a fit (the stage's corrections first, then replay), continuing from the served weights.
+ft_specialists() {
+  local ckpt
+  ckpt=$(.venv/bin/python -c "from backend.specialists.torch_runtime import shipped_minilm_path as p; print(p())")
+  printf '[{"name": "tfidf-lr", "family": "tfidf", "params": {"classifier": "lr"}},
+    {"name": "minilm-lr", "family": "encoder", "params": {"layers": 3}},
+    {"name": "tfidf-nb", "family": "tfidf", "params": {"classifier": "nb", "word_ngrams": [1, 3], "char": false}},
+    {"name": "minilm-ft", "family": "hf", "params": {"checkpoint": "%s", "mode": "full", "epochs": 1,
+     "train_batch_size": 32, "max_rows": %d}}]' "$ckpt" "${FT_ROWS:-6000}"
+}
 FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0": "Bearish", "1": "Bullish", "2": "Neutral"}'
 
 run() {
   case "$1" in
-    tse|tse-hw3)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
-      local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT
+      local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=()
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
-      HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" --name "$name" --out "$out" \
+      if [ "$1" = tse-ft ]; then
+        hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
+        extra=(--specialists "$(ft_specialists)")
+      fi
+      FINETUNE_MODE=full HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial)  # the paper's JPP-Sentiment: train as stream, valid as test; names mapped to Bearish/Bullish/Neutral
-      "${EVAL[@]}" "${ROUTER[@]}" --name twitter-financial-news-sentiment --out docs/eval/financial \
+    financial|financial-ft)  # the paper's JPP-Sentiment: train as stream, valid as test; names mapped to Bearish/...
+      local out=docs/eval/financial name=twitter-financial-news-sentiment extra=()
+      if [ "$1" = financial-ft ]; then
+        out=docs/eval/financial-ft name="twitter-financial-news-sentiment, fine-tuned MiniLM"
+        extra=(--specialists "$(ft_specialists)")
+      fi
+      FINETUNE_MODE=full "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
         --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --test-rows 3000 --stage-size 1000 \
