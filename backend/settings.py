@@ -53,7 +53,7 @@ class Settings:
     llm_weight: float = 1.0
     # Corrections (human, and LLM-settled at LLM_WEIGHT > 0) before a specialist trained on them alone joins; 0: never.
     project_specialist_min: int = 200
-    finetune_mode: str = "head"  # head | full, for hf specialists
+    finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
     finetune_batch_size: int = 0  # 0: the family's default

@@ -21,17 +21,9 @@ export GATE_MARGIN=${GATE_MARGIN:-0.05}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
 ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
-# The *-ft runs add a fourth specialist: MiniLM fine-tuned end to end (hf, FINETUNE_MODE=full), bf16 on the CPU,
-# at most FT_ROWS rows a fit (the stage's corrections first, then replay), continuing from the served weights.
-ft_specialists() {
-  local ckpt
-  ckpt=$(.venv/bin/python -c "from backend.specialists.torch_runtime import shipped_minilm_path as p; print(p())")
-  printf '[{"name": "tfidf-lr", "family": "tfidf", "params": {"classifier": "lr"}},
-    {"name": "minilm-lr", "family": "encoder", "params": {"layers": 3}},
-    {"name": "tfidf-nb", "family": "tfidf", "params": {"classifier": "nb", "word_ngrams": [1, 3], "char": false}},
-    {"name": "minilm-ft", "family": "hf", "params": {"checkpoint": "%s", "mode": "full", "epochs": 1,
-     "train_batch_size": 32, "max_rows": %d}}]' "$ckpt" "${FT_ROWS:-6000}"
-}
+# The *-ft runs add a fourth specialist (samples/specialists-finetuned.json): MiniLM fine-tuned end to end (hf,
+# mode full), bf16 on the CPU, at most 6,000 rows a fit (the corrections first, then replay), from the served weights.
+FT=samples/specialists-finetuned.json
 FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0": "Bearish", "1": "Bullish", "2": "Neutral"}'
 
 run() {
@@ -42,9 +34,9 @@ run() {
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
       if [ "$1" = tse-ft ]; then
         hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
-        extra=(--specialists "$(ft_specialists)")
+        extra=(--specialists "$FT")
       fi
-      FINETUNE_MODE=full HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
@@ -52,9 +44,9 @@ run() {
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=()
       if [ "$1" = financial-ft ]; then
         out=docs/eval/financial-ft name="twitter-financial-news-sentiment, fine-tuned MiniLM"
-        extra=(--specialists "$(ft_specialists)")
+        extra=(--specialists "$FT")
       fi
-      FINETUNE_MODE=full "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
         --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --test-rows 3000 --stage-size 1000 \

@@ -62,8 +62,13 @@ def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: Bundle
 
 
 def finetune_params(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """An hf specialist's params with the fine-tuning knobs from settings (FINETUNE_MODE, _LR, _EPOCHS, ...)."""
-    params = {**params, "mode": settings.finetune_mode}
+    """An hf specialist's params with the fine-tuning knobs from settings (FINETUNE_MODE, _LR, _EPOCHS, ...).
+
+    FINETUNE_MODE, when set, rules every hf specialist; unset, a recipe's own `mode` stands (a fine-tuned MiniLM says
+    full), and a planned hub checkpoint, which says nothing, trains its head only: full fine-tuning of a base-size
+    model is hours on a CPU.
+    """
+    params = {**params, "mode": settings.finetune_mode or params.get("mode") or "head"}
     for knob, key in (("finetune_lr", "lr"), ("finetune_epochs", "epochs"),
                       ("finetune_batch_size", "train_batch_size")):
         if getattr(settings, knob):

@@ -117,7 +117,7 @@ def test_a_training_stage_uses_the_plan_and_its_check(tmp_path, checkpoints):
     assert [s["name"] for s in recipe] == ["tfidf-lr", "good", "minilm-lr", "tfidf-nb"]
     assert notes == ["tone: plan checked on 30 human annotations, dropped ['constant']"]
     good = recipe[1]["params"]
-    assert good["mode"] == settings.finetune_mode and good["label_map"]["NEG"] == "Bearish"
+    assert good["mode"] == "head" and good["label_map"]["NEG"] == "Bearish"  # a planned checkpoint: head only
     saved = PlanStore(settings.model_dir).get("project-9__tone")
     assert saved.checked and {d["name"] for d in saved.dropped} >= {"constant"}
     # checked once: a later stage does not measure again

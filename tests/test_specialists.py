@@ -182,6 +182,18 @@ def test_hf_bf16_training_saves_the_trained_fp32_weights_after_predicting(tmp_pa
         assert torch.equal(tensor, sp._trained[name]), name  # not the bf16-rounded copy
 
 
+def test_hf_without_a_checkpoint_fine_tunes_the_default_encoder(tmp_path):
+    import json
+
+    from backend.specialists.encoder import default_encoder_name
+
+    assert registry.create("hf", "h", LABELS, False, {"checkpoint": ""})._source == default_encoder_name()
+    assert registry.create("hf", "h", LABELS, False, {}, default_encoder="/models/mine")._source == "/models/mine"
+    recipe = json.loads((ROOT / "samples" / "specialists-finetuned.json").read_text())
+    tuned = [s for s in recipe if s["family"] == "hf"]
+    assert tuned and all(s["params"]["checkpoint"] == "" and s["params"]["mode"] == "full" for s in tuned)
+
+
 def test_unavailable_checkpoint_says_how_to_get_it_offline():
     sp = registry.create("hf", "h", LABELS, False, {"checkpoint": "no-such-org/no-such-model"})
     with pytest.raises(CheckpointUnavailable, match=r"(?s)no-such-org/no-such-model.*local directory"):

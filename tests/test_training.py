@@ -142,3 +142,15 @@ def test_the_project_specialist_joins_once_there_are_enough_varied_corrections()
     assert with_project_specialist(grown, two * 2, 200) == (grown, None)  # it is there already
     taken = [{"name": "minilm-project", "family": "tfidf", "params": {}}]
     assert with_project_specialist(taken, two, 200)[1] == "minilm-project-2"
+
+
+def test_finetune_mode_setting_rules_every_hf_specialist_and_unset_leaves_the_recipes_own():
+    from backend.settings import Settings
+    from finetune.trainer import finetune_params
+
+    unset = Settings.from_env({})
+    assert finetune_params({"checkpoint": "x", "mode": "full"}, unset)["mode"] == "full"  # the recipe's own
+    assert finetune_params({"checkpoint": "x"}, unset)["mode"] == "head"  # a planned checkpoint: head only
+    forced = Settings.from_env({"FINETUNE_MODE": "head", "FINETUNE_EPOCHS": "3"})
+    assert finetune_params({"checkpoint": "x", "mode": "full"}, forced) == {"checkpoint": "x", "mode": "head",
+                                                                          "epochs": 3}

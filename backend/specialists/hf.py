@@ -18,24 +18,26 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from backend.specialists import torch_runtime as rt
 from backend.specialists.base import Specialist, one_hot
+from backend.specialists.encoder import default_encoder_name
 from backend.specialists.labelmap import map_labels
 
 _CKPT = "checkpoint"
 
 
 class HFClassifierSpecialist(Specialist):
-    """params: checkpoint, label_map {model label: project choice}, mode head|full, lr, epochs,
-    train_batch_size, max_length."""
+    """params: checkpoint (empty: the default encoder, fine-tuned), label_map {model label: project choice},
+    mode head|full, lr, epochs, train_batch_size, max_length."""
 
     family = "hf"
 
     def __init__(self, name: str, labels: Sequence[str], multiple: bool, params: dict[str, Any] | None = None,
                  **runtime: Any):
         super().__init__(name, labels, multiple, params, **runtime)
-        if not self.params.get("checkpoint"):
-            raise ValueError("an hf specialist needs params.checkpoint (hub id or local path)")
         self._lock = threading.Lock()
-        self._source = str(self.params["checkpoint"])
+        # No checkpoint: the default encoder's body (DEFAULT_ENCODER, else the shipped MiniLM) under a new head, to
+        # be fine-tuned; a recipe that says "" stays portable between machines.
+        configured = self.params.get("checkpoint") or default_encoder_name(self.runtime.get("default_encoder", ""))
+        self._source = str(configured)
         self.model = None
 
     # -- loading -------------------------------------------------------------------------------
