@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|financial|financial-ft|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|financial|financial-ft|financial-ft-keep|tweeteval|offensive|financial-sweep|llm ...]   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
 set -euo pipefail
@@ -40,13 +40,19 @@ run() {
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft)  # the paper's JPP-Sentiment: train as stream, valid as test; names mapped to Bearish/...
-      local out=docs/eval/financial name=twitter-financial-news-sentiment extra=()
+    financial|financial-ft|financial-ft-keep)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+      # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
+      # specialist (it knows nothing but the project).
+      local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() hw=$HUMAN_WEIGHT psm=${PROJECT_SPECIALIST_MIN:-200}
       if [ "$1" = financial-ft ]; then
         out=docs/eval/financial-ft name="twitter-financial-news-sentiment, fine-tuned MiniLM"
         extra=(--specialists "$FT")
       fi
-      "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      if [ "$1" = financial-ft-keep ]; then
+        out=docs/eval/financial-ft-keep hw=3 psm=0 extra=(--specialists "$FT")
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, HUMAN_WEIGHT 3, no project specialist"
+      fi
+      HUMAN_WEIGHT=$hw PROJECT_SPECIALIST_MIN=$psm "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
         --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --test-rows 3000 --stage-size 1000 \
