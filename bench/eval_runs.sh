@@ -43,16 +43,16 @@ run() {
     financial|financial-ft|financial-ft-keep)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
-      local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() hw=$HUMAN_WEIGHT psm=${PROJECT_SPECIALIST_MIN:-200}
+      local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
       if [ "$1" = financial-ft ]; then
         out=docs/eval/financial-ft name="twitter-financial-news-sentiment, fine-tuned MiniLM"
         extra=(--specialists "$FT")
       fi
       if [ "$1" = financial-ft-keep ]; then
-        out=docs/eval/financial-ft-keep hw=3 psm=0 extra=(--specialists "$FT")
+        out=docs/eval/financial-ft-keep extra=(--specialists "$FT") knobs=(HUMAN_WEIGHT=3 PROJECT_SPECIALIST_MIN=0)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, HUMAN_WEIGHT 3, no project specialist"
       fi
-      HUMAN_WEIGHT=$hw PROJECT_SPECIALIST_MIN=$psm "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
         --label-map "$FIN_MAP" --labels Bearish,Bullish,Neutral --test-rows 3000 --stage-size 1000 \
