@@ -54,13 +54,15 @@ def calibrate(mean: np.ndarray, temperature: float, multiple: bool) -> np.ndarra
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _answers(p: np.ndarray, multiple: bool, threshold: float) -> list[tuple[int, ...]]:
+def answers(p: np.ndarray, multiple: bool, threshold: float) -> list[tuple[int, ...]]:
+    """Each task's chosen label indices: the argmax, or every label at or above the threshold."""
     if multiple:
         return [tuple(int(j) for j in np.flatnonzero(row >= threshold)) for row in p]
     return [(int(j),) for j in p.argmax(axis=1)]
 
 
-def _confidence(p: np.ndarray, multiple: bool, threshold: float) -> np.ndarray:
+def confidence(p: np.ndarray, multiple: bool, threshold: float) -> np.ndarray:
+    """The probability that the chosen answer is exactly right."""
     if multiple:
         # Probability that every label's in/out decision is right, labels taken as independent.
         chosen = p >= threshold
@@ -91,12 +93,12 @@ def decide(
     """One `Decision` per task from each specialist's (n_tasks, n_labels) probabilities."""
     mean = mean_probabilities(probas, weights)
     cal = calibrate(mean, temperature, multiple)
-    final = _answers(cal, multiple, threshold)
-    conf = _confidence(cal, multiple, threshold)
-    per_specialist = [_answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
+    final = answers(cal, multiple, threshold)
+    conf = confidence(cal, multiple, threshold)
+    per_specialist = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
     out = []
     for i, labels in enumerate(final):
-        votes = tuple(answers[i] for answers in per_specialist)
+        votes = tuple(each[i] for each in per_specialist)
         agree = sum(v == labels for v in votes) / len(votes)
         out.append(
             Decision(
