@@ -170,6 +170,11 @@ class AutoAnnotatorModel:
             metrics.TASKS_UNTRAINED.inc(len(tasks))
             return [[] for _ in tasks]
         pid = project_key(project)
+        first = texts_by_control[served[0][0].name]
+        # What the project's texts look like, for the domain gate (backend/domain_gate.py).
+        if pid != "unknown":
+            self.store.note_texts(pid, [(t["id"], x) for t, x in zip(tasks, first, strict=True)
+                                        if isinstance(t.get("id"), int) and x])
         defer = self.defer_review
         queued = 0
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]

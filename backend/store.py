@@ -33,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 metadata = MetaData()
 
@@ -121,6 +122,22 @@ provenance = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("project_id", "task_id", "control", "model_version", name="uq_provenance"),
 )
+
+
+# The texts of a project's tasks as /predict saw them, before anyone annotates them: the domain gate
+# (backend/domain_gate.py) learns what the project's texts look like from all of them, not only the hard ones.
+project_texts = Table(
+    "project_texts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("task_id", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    UniqueConstraint("project_id", "task_id", name="uq_project_text"),
+)
+
+MAX_TEXTS_PER_PROJECT = 20_000  # a sample of the project's domain, not an archive of its tasks
 
 
 # Hard samples waiting for the LLM (REVIEW_MODE=async): the durable record comes first, like training jobs, so a
@@ -238,6 +255,43 @@ class Store:
             q = q.where(provenance.c.project_id == project_id)
         with self.engine.connect() as conn:
             return {r: int(n) for r, n in conn.execute(q)}
+
+    # -- project texts -------------------------------------------------------------------------
+    def note_texts(self, project_id: str, items: list[tuple[int, str]]) -> int:
+        """Remember tasks' texts (first sight wins), up to MAX_TEXTS_PER_PROJECT per project; returns how many
+        were new."""
+        if not items:
+            return 0
+        try:
+            return self._note_texts(project_id, dict(items))
+        except IntegrityError:  # another process noted some of them first: what is left is new
+            return self._note_texts(project_id, dict(items))
+
+    def _note_texts(self, project_id: str, by_task: dict[int, str]) -> int:
+        with self.engine.begin() as conn:
+            have = conn.execute(select(func.count()).select_from(project_texts)
+                                .where(project_texts.c.project_id == project_id)).scalar_one()
+            room = MAX_TEXTS_PER_PROJECT - int(have)
+            if room <= 0:
+                return 0
+            known: set[int] = set()
+            ids = list(by_task)
+            for i in range(0, len(ids), 1000):  # bounded IN lists
+                known.update(conn.execute(select(project_texts.c.task_id).where(
+                    project_texts.c.project_id == project_id,
+                    project_texts.c.task_id.in_(ids[i:i + 1000]))).scalars())
+            now = time.time()
+            new = [{"project_id": project_id, "task_id": t, "text": x, "seen_at": now}
+                   for t, x in by_task.items() if t not in known][:room]
+            if new:
+                conn.execute(insert(project_texts), new)
+        return len(new)
+
+    def texts(self, project_id: str) -> list[str]:
+        """A project's noted task texts (at most MAX_TEXTS_PER_PROJECT), in the order first seen."""
+        q = select(project_texts.c.text).where(project_texts.c.project_id == project_id).order_by(project_texts.c.id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
 
     # -- projects ------------------------------------------------------------------------------
     def note_project(self, project_id: str, config_hash: str, model_version: str | None,

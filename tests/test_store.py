@@ -37,3 +37,18 @@ def test_projects_upsert_only_on_change(store):
     (p,) = store.projects()
     assert p["project_id"] == "7" and p["model_version"] == "aa-1" and p["unsupported"] == ["<Labels>"]
     assert p["controls"][0]["model_version"] == "aa-1"
+
+
+def test_project_texts_are_noted_once_per_task_in_first_seen_order_up_to_the_cap(store, monkeypatch):
+    import backend.store as store_module
+
+    assert store.note_texts("7", [(1, "first"), (2, "second")]) == 2
+    assert store.note_texts("7", [(2, "second, edited"), (3, "third")]) == 1  # first sight wins
+    assert store.note_texts("8", [(1, "another project")]) == 1
+    assert store.texts("7") == ["first", "second", "third"]
+    assert store.note_texts("7", []) == 0
+    monkeypatch.setattr(store_module, "MAX_TEXTS_PER_PROJECT", 4)
+    assert store.note_texts("7", [(4, "fourth"), (5, "fifth"), (6, "sixth")]) == 1
+    assert store.note_texts("7", [(9, "ninth")]) == 0
+    assert store.texts("7") == ["first", "second", "third", "fourth"]
+    assert store.texts("404") == []
