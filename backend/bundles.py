@@ -44,6 +44,9 @@ class Manifest:
     threshold: float = 0.5
     metrics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # where the training data came from
+    # The domain gate (backend/domain_gate.py): the bundle the project started from, and whether a domain model
+    # hands it the tasks unlike the project's. Empty for shared bundles and for bundles built before the gate.
+    anchor: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     version: str = ""
 
@@ -56,6 +59,9 @@ class Manifest:
             "temperature": round(self.temperature, 6),
             "threshold": self.threshold,
         }
+        if self.anchor.get("active"):
+            parts["anchor"] = [self.anchor["key"], self.anchor["version"], self.anchor["domain_version"],
+                               self.anchor["mode"]]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return f"aa-{digest[:10]}"
 
@@ -79,6 +85,11 @@ class BundleRef:
 class BundleStore:
     def __init__(self, model_dir: Path):
         self.root = Path(model_dir) / "bundles"
+
+    def ref(self, key: str, version: str) -> BundleRef | None:
+        """A stored version, served or not (an anchor is pinned by version); None if it is gone."""
+        path = self._key_dir(key) / "versions" / version
+        return BundleRef(key, version, path) if (path / MANIFEST).exists() else None
 
     def _key_dir(self, key: str) -> Path:
         return self.root / key
@@ -142,8 +153,7 @@ class BundleStore:
             version = (self._key_dir(key) / "CURRENT").read_text().strip()
         except FileNotFoundError:
             return None
-        path = self._key_dir(key) / "versions" / version
-        return BundleRef(key, version, path) if (path / MANIFEST).exists() else None
+        return self.ref(key, version)
 
     def manifest(self, ref: BundleRef) -> Manifest:
         return Manifest.from_dict(json.loads((ref.path / MANIFEST).read_text()))

@@ -107,7 +107,11 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
     store = BundleStore(settings.model_dir)
     for key in store.keys():
         cur = store.current(key)
-        print(json.dumps({"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}))
+        row = {"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}
+        gate = store.manifest(cur).anchor if cur else {}
+        if gate:  # a project bundle: is its domain gate on, against which anchor, and why
+            row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "auc", "reason")}
+        print(json.dumps(row))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:

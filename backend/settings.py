@@ -53,6 +53,10 @@ class Settings:
     llm_weight: float = 1.0
     # Corrections (human, and LLM-settled at LLM_WEIGHT > 0) before a specialist trained on them alone joins; 0: never.
     project_specialist_min: int = 200
+    # The domain gate (backend/domain_gate.py): tasks unlike the project's texts are answered by the bundle the
+    # project started from. hard | soft | off; on only where a held-out ROC AUC shows the two domains apart.
+    domain_gate: str = "hard"
+    domain_gate_min_auc: float = 0.9
     finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
@@ -102,6 +106,10 @@ class Settings:
     plan_llm_max_tokens: int = 1024
 
     def __post_init__(self) -> None:
+        for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
+                                 f"not {getattr(self, name)!r}")
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
         object.__setattr__(self, "model_dir", model_dir)
         if not self.database_url:

@@ -82,6 +82,8 @@ def train_bundle(
     sample_weight: np.ndarray | None = None,
     data_info: dict[str, Any] | None = None,
     replay_rows: np.ndarray | None = None,
+    anchor: dict[str, Any] | None = None,
+    domain_texts: Sequence[str] = (),
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
     """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
@@ -92,6 +94,9 @@ def train_bundle(
     calibration holdout is drawn from them, so every correction trains (holding 15% of them out cost 1.2 points of
     test accuracy on the financial stream, docs/benchmarks.md §5), and a specialist with params `rows: project`
     trains on the other rows only; one with params `max_rows: N` trains on at most N rows (`capped_rows`).
+    `anchor` (key, version, mode, min_auc of the bundle the project started from) fits the domain gate on the
+    project's rows and `domain_texts` (its task texts seen by /predict) against the replayed rows
+    (backend/domain_gate.py).
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
@@ -155,8 +160,15 @@ def train_bundle(
             ens["ece_after"] = expected_calibration_error(np.array([d.confidence for d in cal]), correct)
             ens["unanimous_share"] = float(np.mean([d.unanimous for d in cal]))
         metrics.update(n_train=len(tr), n_holdout=len(ho))
+        gate_info: dict[str, Any] = {}
+        if anchor is not None:
+            from backend.domain_gate import fit_domain_gate
+
+            gate_info = fit_domain_gate(workdir / "domain", [*texts[~replayed], *domain_texts], list(texts[replayed]),
+                                        anchor, seed, **runtime)
         manifest = Manifest(key=key, labels=labels, multiple=multiple, specialists=entries, temperature=temperature,
-                            metrics=metrics, data={"source": data.source, "rows": len(texts), **(data_info or {})})
+                            metrics=metrics, data={"source": data.source, "rows": len(texts), **(data_info or {})},
+                            anchor=gate_info)
         ref = store.commit(workdir, manifest, promote=promote)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

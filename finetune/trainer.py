@@ -131,6 +131,24 @@ def with_project_specialist(recipe: list[dict[str, Any]], choices: list[list[str
     return [*recipe, spec], spec["name"]
 
 
+def anchor_for(current: BundleRef | None, manifest: Manifest | None, key: str, settings: Settings
+               ) -> dict[str, Any] | None:
+    """The domain gate's anchor for a project's next bundle: the bundle the project started from.
+
+    A project's first bundle starts from the shared one it was served; later ones keep the anchor their
+    predecessor recorded. A project bundle built before the gate existed has none, and gets none.
+    """
+    if settings.domain_gate == "off" or current is None or manifest is None:
+        return None
+    if current.key == key:
+        if not manifest.anchor.get("key"):
+            return None
+        base = {"key": manifest.anchor["key"], "version": manifest.anchor["version"]}
+    else:
+        base = {"key": current.key, "version": current.version}
+    return {**base, "mode": settings.domain_gate, "min_auc": settings.domain_gate_min_auc}
+
+
 def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Policy) -> tuple[LabelledData, dict]:
     """Rows of the data the served bundle was trained on, for labels the control still has."""
     empty = LabelledData([], [], "")
@@ -237,6 +255,8 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         ref, _ = train_bundle(bundles, control.labels, control.multiple,
                               LabelledData(texts, labels, f"project {project_id} corrections"),
                               recipe, promote=False, key=key, sample_weight=weights, data_info=info,
+                              anchor=anchor_for(current, manifest, key, settings),
+                              domain_texts=store.texts(project_id) if settings.domain_gate != "off" else (),
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
                               **settings.runtime)

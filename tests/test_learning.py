@@ -67,7 +67,7 @@ def predict(client, pid: int, texts: list[str], config: str = SENTIMENT_XML) -> 
 
 def test_corrections_train_a_project_version_that_is_served_then_rolled_back(base):
     settings, shared = base
-    client, _ = make_client(settings)
+    client, model = make_client(settings)
     pid = 11
     assert setup_version(client, pid) == shared.version
     for task_id, (text, label) in enumerate(stream(20), start=1):
@@ -94,6 +94,10 @@ def test_corrections_train_a_project_version_that_is_served_then_rolled_back(bas
     assert manifest.metrics["n_train"] == len(manifest.data["corrections"]) + 800 - int(800 * 0.15)
     gate = json.loads((store.current(key).path / "gate.json").read_text())
     assert gate["promoted"] and gate["current"] == shared.version
+    # The domain gate is anchored on the shared bundle; 16 texts are too few to switch it on.
+    assert manifest.anchor["key"] == shared.key and manifest.anchor["version"] == shared.version
+    assert manifest.anchor["active"] is False and "needs 20 project" in manifest.anchor["reason"]
+    assert model.store.texts("11") == ["so happy today", "awful"]  # /predict noted the project's task texts
 
     # a second stage from 20 more corrections, then roll back twice
     for task_id, (text, label) in enumerate(stream(20, skip=20), start=21):
@@ -101,6 +105,9 @@ def test_corrections_train_a_project_version_that_is_served_then_rolled_back(bas
     jobs = wait_job(client, pid, n_finished=2)
     v2 = setup_version(client, pid)
     assert jobs[0]["status"] == "promoted" and v2 == jobs[0]["versions"]["sentiment"] != v1
+    later = store.manifest(store.current(key)).anchor
+    assert (later["key"], later["version"]) == (shared.key, shared.version)  # the anchor stays the one it started on
+    assert later["project_texts"] == 32 + 2  # the training corrections and the two texts /predict saw
     assert store.rollback(key) == v1
     assert setup_version(client, pid) == v1
     assert {r["model_version"] for r in predict(client, pid, ["so happy today"])} == {v1}

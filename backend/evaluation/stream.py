@@ -23,7 +23,7 @@ import numpy as np
 
 from backend.bundles import BundleRef, BundleStore
 from backend.datasets import LabelledData
-from backend.decision.voting import Decision, decide
+from backend.decision.voting import Decision
 from backend.evaluation.base import HardSample, StreamReviewer, Verdict
 from backend.evaluation.data import EvalData, Split
 from backend.labelconfig import parse_label_config, project_bundle_key
@@ -50,18 +50,22 @@ class Scored:
     predicted: list[str]
     accuracy: float
     specialists: dict[str, float]
+    project_share: float | None = None  # with a domain gate: the mean weight of the project's own specialists
 
 
 def score(ensemble: Any, split: Split) -> Scored:
-    """One pass per specialist; the ensemble's vote is combined from the same probabilities."""
+    """One pass per specialist; the ensemble's vote is combined from the same probabilities (and gated, if the
+    bundle has a domain gate, exactly as serving gates it)."""
     m = ensemble.manifest
     probas = ensemble.probabilities(split.texts)
-    decisions = decide(probas, ensemble.weights, m.temperature, m.multiple, m.threshold)
+    decisions = ensemble.decisions(split.texts, probas)
+    share = float(np.mean(ensemble.project_share(split.texts))) if ensemble.gated and len(split.texts) else None
     gold = np.array(split.labels, dtype=object)
     predicted = [m.labels[d.labels[0]] for d in decisions]
     specialists = {e.name: float(np.mean(np.array([m.labels[j] for j in p.argmax(1)], dtype=object) == gold))
                    for e, p in zip(m.specialists, probas, strict=True)}
-    return Scored(decisions, predicted, float(np.mean(np.array(predicted, dtype=object) == gold)), specialists)
+    return Scored(decisions, predicted, float(np.mean(np.array(predicted, dtype=object) == gold)), specialists,
+                  share)
 
 
 @dataclass
@@ -200,6 +204,7 @@ class Harness:
             part = stream.take(pool)
             ensemble = self.ensemble(settings, self.current(settings))
             scored = score(ensemble, part)
+            store.note_texts(PROJECT, [(i, stream.texts[i]) for i in new])  # as /predict notes a project's tasks
             outcomes, hard = router.triage(names, scored.decisions, budget_items=len(new))
             first_new = len(backlog)
             hard_new = sum(1 for k in hard if k >= first_new)
@@ -245,6 +250,7 @@ class Harness:
                 "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
                                               for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
+                "test_project_share": after.project_share,
                 "test_hard_share_before_cap": below_threshold(test_out, test_hard) / max(len(self.data.test), 1),
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
@@ -303,13 +309,15 @@ class Harness:
                          "review_confidence_threshold": settings.review_confidence_threshold,
                          "review_max_share": settings.review_max_share, "holdout_every": settings.holdout_every,
                          "human_weight": settings.human_weight, "llm_weight": settings.llm_weight,
-                         "replay_size": settings.replay_size, "gate_margin": settings.gate_margin},
+                         "replay_size": settings.replay_size, "gate_margin": settings.gate_margin,
+                         "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc},
         }
         if self.data.source_test is not None:
-            after = score(ensemble, self.data.source_test).accuracy
+            scored = score(ensemble, self.data.source_test)
             before = self.cold["source_test_accuracy"]
-            figures["source_test"] = {"before": before, "after": after,
-                                      "change_points": round(100 * (after - before), 2)}
+            figures["source_test"] = {"before": before, "after": scored.accuracy,
+                                      "change_points": round(100 * (scored.accuracy - before), 2),
+                                      "project_share": scored.project_share}
         figures["test_tradeoff"] = review_curve(final_test, self.data.test.labels)
         figures["auto_accuracy_claim"] = auto_claim(state.stages[-1], figures["test_auto_accuracy"])
         return figures
