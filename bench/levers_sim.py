@@ -53,6 +53,16 @@ VARIANTS: dict[str, dict] = {
     "knn_specialist": {"knn": True},
     "reserve_40pct_for_final_models": {"reserve": 0.4},
     "domain_mixture": {"mixture": True},  # P(project|x) mixes adapted and cold-start models
+    # The domain gate as the service would fit it: replayed source rows against the project's corrections.
+    "layers_3+gate_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "soft"},
+    "layers_3+gate_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "hard"},
+    # ... against every project text seen so far (a project's tasks reach /predict before anyone reviews them).
+    "layers_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard"},
+    "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
+    "layers_3+human_weight_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
+                                               "mixture": "seen_hard"},
+    "layers_3+human_weight_3+gate_soft": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "soft"},
+    "layers_3+human_weight_3+gate_hard": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "hard"},
     "layers_3": {"project": True, "calib": 0.0, "layers": 3},  # minilm heads read the last three layers
     "layers_3+human_weight_3": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0},
     "layers_3+half_stages": {"project": True, "calib": 0.0, "layers": 3, "stages_per": 2},  # retrain twice as often
@@ -87,8 +97,9 @@ def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> di
 
 def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, np.ndarray], w: float = 10.0,
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
-             project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool = False,
-             pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1) -> dict:
+             project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
+             pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1,
+             gate_min_auc: float = 0.9) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
@@ -146,12 +157,15 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     conf_at = np.zeros(n)
     cold = models = fit(np.array([], dtype=int))
     domain: list[LogisticRegression | None] = [None]
+    gate_auc: list[float] = []
 
     def proba(part: str, idx: np.ndarray | None = None) -> np.ndarray:
         p = mean_proba(models, part, idx)
         if mixture and domain[0] is not None:
             x = emb[part] if idx is None else emb[part][idx]
             d = domain[0].predict_proba(x)[:, 1][:, None]
+            if mixture in ("hard", "seen_hard"):
+                d = (d >= 0.5).astype(float)
             p = d * p + (1 - d) * mean_proba(cold, part, idx)
         return p
 
@@ -179,11 +193,24 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         held = [int(i) for i in np.where(reviewed)[0] if held_out(int(i))]
         if fitw and len(held) >= 50:
             vote[0] = fit_vote_weights(mean_proba(models, "stream", np.array(held), each=True), y["stream"][held])
-        if mixture:
+        if mixture is True:
             seen = idx[-1] + 1
             xd = np.vstack([emb["source"][:5000], emb["stream"][:seen]])
             domain[0] = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(
                 xd, np.r_[np.zeros(5000), np.ones(seen)])
+        elif mixture:
+            # every correction, held-out ones included (only their texts count), or every text seen
+            mine = np.arange(idx[-1] + 1) if mixture.startswith("seen") else np.where(reviewed)[0]
+            rng = np.random.default_rng(0)
+            src = rng.choice(len(y["source"]), min(5000, len(y["source"])), replace=False)
+            xd = np.vstack([emb["source"][src], emb["stream"][mine]])
+            yd = np.r_[np.zeros(len(src)), np.ones(len(mine))]
+            from sklearn.metrics import roc_auc_score
+            from sklearn.model_selection import cross_val_predict
+            lr = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
+            auc = roc_auc_score(yd, cross_val_predict(lr, xd, yd, cv=3, method="predict_proba")[:, 1])
+            gate_auc.append(round(float(auc), 4))
+            domain[0] = lr.fit(xd, yd) if auc >= gate_min_auc else None
         stages.append(round(float((proba("test").argmax(1) == y["test"]).mean()), 4))
     if reserve:
         left = int(share * n) - int(reviewed.sum())
@@ -199,6 +226,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             "reviewed_share": round(float(reviewed.mean()), 4), "test_accuracy": stages[-1],
             "test_auto_accuracy_75pct": round(float((test.argmax(1)[auto] == y["test"][auto]).mean()), 4),
             "source_test_change_points": round(100 * (source_after - source_before), 2), "test_by_stage": stages,
+            **({"gate_auc": gate_auc} if gate_auc else {}),
             "seconds": round(time.perf_counter() - t0)}
 
 
