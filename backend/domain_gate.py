@@ -30,6 +30,11 @@ MIN_ROWS = 20
 MAX_ROWS = 5000  # per side: enough to describe a domain (the replay is 20,000)
 
 
+def _domain_model(runtime: dict[str, Any]) -> Any:
+    return registry.create(DOMAIN_SPEC["family"], DOMAIN_SPEC["name"], DOMAIN_LABELS, False,
+                           dict(DOMAIN_SPEC["params"]), **runtime)
+
+
 def fit_domain_gate(path: Path, project_texts: list[str], anchor_texts: list[str], anchor: dict[str, Any],
                     seed: int = 0, **runtime: Any) -> dict[str, Any]:
     """Train the domain model into `path` if it separates the two sides; returns the manifest's `anchor` entry.
@@ -39,7 +44,8 @@ def fit_domain_gate(path: Path, project_texts: list[str], anchor_texts: list[str
     the gate stays off, so that a later stage, with more of the project seen, can switch it on.
     """
     own = list(dict.fromkeys(project_texts))
-    old = list(dict.fromkeys(t for t in anchor_texts if t not in set(own)))
+    mine = set(own)
+    old = list(dict.fromkeys(t for t in anchor_texts if t not in mine))
     rng = np.random.default_rng(seed)
     if len(own) > MAX_ROWS:
         own = [own[i] for i in np.sort(rng.choice(len(own), MAX_ROWS, replace=False))]
@@ -54,16 +60,14 @@ def fit_domain_gate(path: Path, project_texts: list[str], anchor_texts: list[str
     # Balanced: the replay outnumbers the project early on, and P(project) must not start near 0.
     w = np.where(y == 1, len(y) / (2 * len(own)), len(y) / (2 * len(old)))
     tr, te = train_test_split(np.arange(len(y)), test_size=0.25, random_state=seed, stratify=y)
-    probe = registry.create(DOMAIN_SPEC["family"], DOMAIN_SPEC["name"], DOMAIN_LABELS, False,
-                            dict(DOMAIN_SPEC["params"]), **runtime)
+    probe = _domain_model(runtime)
     probe.fit(list(texts[tr]), y[tr], w[tr])
     auc = float(roc_auc_score(y[te], probe.predict_proba(list(texts[te]))[:, 1]))
     info["auc"] = round(auc, 4)
     if auc < float(anchor["min_auc"]):
         info["reason"] = f"held-out AUC {auc:.3f} < {anchor['min_auc']}: the project's texts look like the source's"
         return info
-    model = registry.create(DOMAIN_SPEC["family"], DOMAIN_SPEC["name"], DOMAIN_LABELS, False,
-                            dict(DOMAIN_SPEC["params"]), **runtime)
+    model = _domain_model(runtime)
     model.fit(list(texts), y, w)
     info.update(active=True, domain_version=model.save(path), reason=f"held-out AUC {auc:.3f}")
     log.info("domain gate on: AUC %.3f on %d held-out texts", auc, len(te))

@@ -60,8 +60,9 @@ class Ensemble:
         return project_share(self.domain.predict_proba(texts)[:, 1], self.manifest.anchor.get("mode", "hard"))
 
     def decisions(self, texts: Sequence[str], probas: Sequence[np.ndarray] | None = None,
-                  columns: Sequence[int] | None = None) -> list[Decision]:
-        """Decisions over all labels, or over `columns` only; `probas` are this bundle's own, if already run."""
+                  columns: Sequence[int] | None = None, share: np.ndarray | None = None) -> list[Decision]:
+        """Decisions over all labels, or over `columns` only; `probas` (this bundle's own) and `share`
+        (`project_share`) are passed by a caller that already has them."""
         if not texts:
             return []
         m = self.manifest
@@ -72,7 +73,7 @@ class Ensemble:
         own = decide(probas, self.weights, m.temperature, m.multiple, m.threshold)
         if self.anchor is None:
             return own
-        share = self.project_share(texts)
+        share = self.project_share(texts) if share is None else share
         anchor = self.anchor.decisions(texts, columns=[self._anchor_cols[c] for c in cols])
         return gate(own, anchor, share, m.multiple, m.threshold)
 

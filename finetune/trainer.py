@@ -252,11 +252,11 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         recipe, joined = with_project_specialist(recipe, own, settings.project_specialist_min)
         if joined:
             out.notes.append(f"{control.name}: {joined} joins, trained on the {len(own)} corrections alone")
+        anchor = anchor_for(current, manifest, key, settings)
         ref, _ = train_bundle(bundles, control.labels, control.multiple,
                               LabelledData(texts, labels, f"project {project_id} corrections"),
                               recipe, promote=False, key=key, sample_weight=weights, data_info=info,
-                              anchor=anchor_for(current, manifest, key, settings),
-                              domain_texts=store.texts(project_id) if settings.domain_gate != "off" else (),
+                              anchor=anchor, domain_texts=store.texts(project_id) if anchor else (),
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
                               **settings.runtime)

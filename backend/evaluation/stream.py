@@ -58,14 +58,14 @@ def score(ensemble: Any, split: Split) -> Scored:
     bundle has a domain gate, exactly as serving gates it)."""
     m = ensemble.manifest
     probas = ensemble.probabilities(split.texts)
-    decisions = ensemble.decisions(split.texts, probas)
-    share = float(np.mean(ensemble.project_share(split.texts))) if ensemble.gated and len(split.texts) else None
+    share = ensemble.project_share(split.texts) if ensemble.gated and len(split.texts) else None
+    decisions = ensemble.decisions(split.texts, probas, share=share)
     gold = np.array(split.labels, dtype=object)
     predicted = [m.labels[d.labels[0]] for d in decisions]
     specialists = {e.name: float(np.mean(np.array([m.labels[j] for j in p.argmax(1)], dtype=object) == gold))
                    for e, p in zip(m.specialists, probas, strict=True)}
     return Scored(decisions, predicted, float(np.mean(np.array(predicted, dtype=object) == gold)), specialists,
-                  share)
+                  None if share is None else float(np.mean(share)))
 
 
 @dataclass
