@@ -110,7 +110,8 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
         row = {"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}
         gate = store.manifest(cur).anchor if cur else {}
         if gate:  # a project bundle: is its domain gate on, against which anchor, and why
-            row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "auc", "reason")}
+            row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "mode", "cutoff", "auc",
+                                                           "reason")}
         print(json.dumps(row))
 
 

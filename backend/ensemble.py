@@ -57,7 +57,8 @@ class Ensemble:
         """Per task, the weight of this bundle's own specialists (1 everywhere without a gate)."""
         if self.domain is None:
             return np.ones(len(texts))
-        return project_share(self.domain.predict_proba(texts)[:, 1], self.manifest.anchor.get("mode", "hard"))
+        info = self.manifest.anchor
+        return project_share(self.domain.predict_proba(texts)[:, 1], info.get("mode", "hard"), info.get("cutoff", 0.5))
 
     def decisions(self, texts: Sequence[str], probas: Sequence[np.ndarray] | None = None,
                   columns: Sequence[int] | None = None, share: np.ndarray | None = None) -> list[Decision]:

@@ -57,6 +57,9 @@ class Settings:
     # project started from. hard | soft | off; on only where a held-out ROC AUC shows the two domains apart.
     domain_gate: str = "hard"
     domain_gate_min_auc: float = 0.9
+    # hard: P(project) at or above this sends a task to the project's models. Higher keeps more of what the anchor
+    # knew (texts half like the project's go to it) at the price of in-domain tasks the domain model doubts.
+    domain_gate_cutoff: float = 0.5
     finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
@@ -110,6 +113,8 @@ class Settings:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")
+        if not 0.0 < self.domain_gate_cutoff < 1.0:
+            raise ValueError(f"DOMAIN_GATE_CUTOFF must lie strictly between 0 and 1, not {self.domain_gate_cutoff}")
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
         object.__setattr__(self, "model_dir", model_dir)
         if not self.database_url:

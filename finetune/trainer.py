@@ -146,7 +146,8 @@ def anchor_for(current: BundleRef | None, manifest: Manifest | None, key: str, s
         base = {"key": manifest.anchor["key"], "version": manifest.anchor["version"]}
     else:
         base = {"key": current.key, "version": current.version}
-    return {**base, "mode": settings.domain_gate, "min_auc": settings.domain_gate_min_auc}
+    return {**base, "mode": settings.domain_gate, "min_auc": settings.domain_gate_min_auc,
+            "cutoff": settings.domain_gate_cutoff}
 
 
 def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Policy) -> tuple[LabelledData, dict]:

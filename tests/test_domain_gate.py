@@ -15,7 +15,7 @@ import pytest
 from backend.bundles import BundleStore
 from backend.datasets import LabelledData, load_labelled
 from backend.decision.voting import decide
-from backend.ensemble import load_ensemble
+from backend.ensemble import Ensemble, load_ensemble
 from backend.settings import Settings
 from backend.training import train_bundle
 from finetune.trainer import anchor_for
@@ -92,7 +92,7 @@ def test_each_task_is_answered_by_the_side_its_domain_belongs_to(setup):
         own = decide(ensemble.probabilities(data.texts), ensemble.weights, m.temperature, m.multiple, m.threshold)
         theirs = anchor.predict(data.texts)
         for s, g, o, a in zip(share, gated, own, theirs, strict=True):
-            assert g == (o if s >= 0.5 else a)
+            assert g == (o if s >= 0.5 else a)  # share is 0 or 1 in hard mode
         if side == "anchor":
             assert share.mean() <= 0.1
         else:
@@ -106,6 +106,20 @@ def test_each_task_is_answered_by_the_side_its_domain_belongs_to(setup):
                                  LABELS, news)}
     assert acc["tweets gated"] >= acc["tweets anchor"] - 0.02, acc
     assert acc["news gated"] >= acc["news own"] - 0.02, acc
+
+
+def test_a_higher_cutoff_hands_the_anchor_the_tasks_the_domain_model_doubts(setup):
+    settings, _, _, ref, manifest, finance = setup
+    ensemble = load_ensemble(ref, manifest, **settings.runtime)
+    strict = Ensemble(dataclasses.replace(manifest, anchor={**manifest.anchor, "cutoff": 0.95}),
+                      ensemble.specialists, ensemble.anchor, ensemble.domain)
+    texts = finance.texts[1500:1900] + load_labelled(TWEETS_TEST, "2", "1", TWEETS_MAP).texts[:400]
+    p = ensemble.domain.predict_proba(texts)[:, 1]
+    assert ensemble.project_share(texts).tolist() == (p >= 0.5).tolist()
+    assert strict.project_share(texts).tolist() == (p >= 0.95).tolist()
+    assert strict.project_share(texts).sum() < ensemble.project_share(texts).sum()
+    # Which tasks go where is part of what is served, so a cutoff other than 0.5 is part of the version.
+    assert strict.manifest.compute_version() != manifest.compute_version()
 
 
 def test_a_project_like_the_source_gets_no_gate(setup):
@@ -136,9 +150,10 @@ def test_the_trainer_anchors_a_first_project_bundle_on_the_shared_one_and_later_
     settings, store, shared, ref, manifest, _ = setup
     key = "project-1-sentiment"
     first = anchor_for(shared, store.manifest(shared), key, settings)
-    assert first == {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9}
-    later = anchor_for(ref, manifest, key, settings.with_(domain_gate="soft", domain_gate_min_auc=0.8))
-    assert later == {"key": shared.key, "version": shared.version, "mode": "soft", "min_auc": 0.8}
+    assert first == {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9, "cutoff": 0.5}
+    later = anchor_for(ref, manifest, key, settings.with_(domain_gate="soft", domain_gate_min_auc=0.8,
+                                                          domain_gate_cutoff=0.7))
+    assert later == {"key": shared.key, "version": shared.version, "mode": "soft", "min_auc": 0.8, "cutoff": 0.7}
     assert anchor_for(shared, store.manifest(shared), key, settings.with_(domain_gate="off")) is None
     assert anchor_for(None, None, key, settings) is None
 
@@ -148,6 +163,9 @@ def test_bad_gate_settings_are_refused():
         Settings.from_env({"DOMAIN_GATE": "maybe"})
     with pytest.raises(ValueError, match="FINETUNE_MODE must be one of"):
         Settings.from_env({"FINETUNE_MODE": "ful"})
+    for bad in ("0", "1", "1.5"):
+        with pytest.raises(ValueError, match="DOMAIN_GATE_CUTOFF must lie strictly between 0 and 1"):
+            Settings.from_env({"DOMAIN_GATE_CUTOFF": bad})
 
 
 def test_autoannotator_bundles_shows_whether_a_project_bundles_gate_is_on_and_why(setup, capsys):

@@ -56,5 +56,7 @@ def test_project_share_modes():
     p = np.array([0.0, 0.49, 0.5, 0.97, 1.2])
     assert project_share(p, "hard").tolist() == [0, 0, 1, 1, 1]
     assert project_share(p, "soft").tolist() == [0, 0.49, 0.5, 0.97, 1.0]
+    assert project_share(p, "hard", cutoff=0.8).tolist() == [0, 0, 0, 1, 1]
+    assert project_share(p, "soft", cutoff=0.8).tolist() == [0, 0.49, 0.5, 0.97, 1.0]
     with pytest.raises(ValueError, match="hard' or 'soft"):
         project_share(p, "sometimes")

@@ -18,18 +18,18 @@ import numpy as np
 from backend.decision.voting import Decision, answers, confidence
 
 
-def project_share(p_project: np.ndarray, mode: str = "hard") -> np.ndarray:
+def project_share(p_project: np.ndarray, mode: str = "hard", cutoff: float = 0.5) -> np.ndarray:
     """The project ensemble's weight per task from the domain model's P(project | text).
 
-    "hard" gives each task to one side (P ≥ 0.5 → project): a soft blend lets the other side's view into every
+    "hard" gives each task to one side (P ≥ cutoff → project): a soft blend lets the other side's view into every
     task, which cost in-domain accuracy when simulated (bench/levers_sim.py, docs/benchmarks.md §5); "soft" is
-    the blend itself.
+    the blend itself, and ignores the cutoff.
     """
     p = np.clip(np.asarray(p_project, dtype=np.float64), 0.0, 1.0)
     if mode == "soft":
         return p
     if mode == "hard":
-        return (p >= 0.5).astype(np.float64)
+        return (p >= cutoff).astype(np.float64)
     raise ValueError(f"gate mode must be 'hard' or 'soft', not {mode!r}")
 
 

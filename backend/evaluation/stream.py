@@ -310,7 +310,8 @@ class Harness:
                          "review_max_share": settings.review_max_share, "holdout_every": settings.holdout_every,
                          "human_weight": settings.human_weight, "llm_weight": settings.llm_weight,
                          "replay_size": settings.replay_size, "gate_margin": settings.gate_margin,
-                         "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc},
+                         "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc,
+                         "domain_gate_cutoff": settings.domain_gate_cutoff},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
