@@ -58,6 +58,8 @@ VARIANTS: dict[str, dict] = {
     "layers_3+gate_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "hard"},
     # ... against every project text seen so far (a project's tasks reach /predict before anyone reviews them).
     "layers_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard"},
+    "layers_3+gate_seen_hard_cut_0.7": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard",
+                                         "cut": 0.7},
     "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
     "layers_3+human_weight_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
                                                "mixture": "seen_hard"},
@@ -99,7 +101,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
              project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
              pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1,
-             gate_min_auc: float = 0.9) -> dict:
+             gate_min_auc: float = 0.9, cut: float = 0.5) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
@@ -159,13 +161,13 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     domain: list[LogisticRegression | None] = [None]
     gate_auc: list[float] = []
 
-    def proba(part: str, idx: np.ndarray | None = None) -> np.ndarray:
+    def proba(part: str, idx: np.ndarray | None = None, at: float | None = None) -> np.ndarray:
         p = mean_proba(models, part, idx)
         if mixture and domain[0] is not None:
             x = emb[part] if idx is None else emb[part][idx]
             d = domain[0].predict_proba(x)[:, 1][:, None]
             if mixture in ("hard", "seen_hard"):
-                d = (d >= 0.5).astype(float)
+                d = (d >= (cut if at is None else at)).astype(float)
             p = d * p + (1 - d) * mean_proba(cold, part, idx)
         return p
 
@@ -222,11 +224,22 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     test = proba("test")
     auto = np.argsort(test.max(1))[int(share * len(test)):]
     source_after = float((proba("source_test").argmax(1) == y["source_test"]).mean())
+    cuts = {}
+    if mixture in ("hard", "seen_hard") and domain[0] is not None:
+        # The final models read at other cut-offs (the stages were routed at `cut`): the in-domain / source trade.
+        for c in (0.5, 0.6, 0.7, 0.8, 0.9):
+            fc = final.copy()
+            fc[todo] = proba("stream", todo, c).argmax(1)
+            src = float((proba("source_test", at=c).argmax(1) == y["source_test"]).mean())
+            cuts[str(c)] = {
+                "final_accuracy": round(float((fc == y["stream"]).mean()), 4),
+                "test_accuracy": round(float((proba("test", at=c).argmax(1) == y["test"]).mean()), 4),
+                "source_test_change_points": round(100 * (src - source_before), 2)}
     return {"stream": name, "variant": variant, "final_accuracy": round(float((final == y["stream"]).mean()), 4),
             "reviewed_share": round(float(reviewed.mean()), 4), "test_accuracy": stages[-1],
             "test_auto_accuracy_75pct": round(float((test.argmax(1)[auto] == y["test"][auto]).mean()), 4),
             "source_test_change_points": round(100 * (source_after - source_before), 2), "test_by_stage": stages,
-            **({"gate_auc": gate_auc} if gate_auc else {}),
+            **({"gate_auc": gate_auc} if gate_auc else {}), **({"at_cut": cuts} if cuts else {}),
             "seconds": round(time.perf_counter() - t0)}
 
 
