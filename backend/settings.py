@@ -58,8 +58,9 @@ class Settings:
     domain_gate: str = "hard"
     domain_gate_min_auc: float = 0.9
     # hard: P(project) at or above this sends a task to the project's models. Higher keeps more of what the anchor
-    # knew (texts half like the project's go to it) at the price of in-domain tasks the domain model doubts.
-    domain_gate_cutoff: float = 0.5
+    # knew (texts half like the project's go to it) at the price of in-domain tasks the domain model doubts: 0.7
+    # brought the source-test loss on financial news from 1.43 to 0.87 points for 0.34 of final accuracy (§5).
+    domain_gate_cutoff: float = 0.7
     finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default

@@ -150,7 +150,7 @@ def test_the_trainer_anchors_a_first_project_bundle_on_the_shared_one_and_later_
     settings, store, shared, ref, manifest, _ = setup
     key = "project-1-sentiment"
     first = anchor_for(shared, store.manifest(shared), key, settings)
-    assert first == {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9, "cutoff": 0.5}
+    assert first == {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9, "cutoff": 0.7}
     later = anchor_for(ref, manifest, key, settings.with_(domain_gate="soft", domain_gate_min_auc=0.8,
                                                           domain_gate_cutoff=0.7))
     assert later == {"key": shared.key, "version": shared.version, "mode": "soft", "min_auc": 0.8, "cutoff": 0.7}
