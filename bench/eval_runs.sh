@@ -22,7 +22,8 @@ export GATE_MARGIN=${GATE_MARGIN:-0.05}
 # Runs quoted from before the domain gate existed keep it off, so that they reproduce; the *-gate runs use the
 # service's default (DOMAIN_GATE=hard).
 export DOMAIN_GATE=${DOMAIN_GATE:-off}
-# The cutoff the *-gate runs were quoted at; the *-gate-cut runs set their own.
+# The cutoff the *-gate runs were quoted at (the service's default was 0.5 then); the *-gate-cut runs use 0.7, the
+# default since.
 export DOMAIN_GATE_CUTOFF=${DOMAIN_GATE_CUTOFF:-0.5}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")

@@ -47,6 +47,7 @@ def build(root: Path, runtime: dict) -> tuple[Ensemble, Ensemble, Ensemble]:
     replay = load_labelled(SAMPLE_DATA)
     data = LabelledData(news.texts[:600] + replay.texts, news.labels[:600] + replay.labels, "project corrections")
     replayed = np.r_[np.zeros(600, bool), np.ones(len(replay.texts), bool)]
+    # Both sides run on every batch whatever the cutoff, so it does not change the cost.
     anchor = {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9, "cutoff": 0.5}
     ref, manifest = train_bundle(store, LABELS, False, data, promote=False, key="project-1-sentiment",
                                  sample_weight=np.where(replayed, 1.0, 10.0), replay_rows=replayed, anchor=anchor,
