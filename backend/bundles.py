@@ -61,9 +61,7 @@ class Manifest:
         }
         if self.anchor.get("active"):
             parts["anchor"] = [self.anchor["key"], self.anchor["version"], self.anchor["domain_version"],
-                               self.anchor["mode"]]
-            if self.anchor.get("cutoff", 0.5) != 0.5:  # bundles from before the setting keep their version
-                parts["anchor"].append(self.anchor["cutoff"])
+                               self.anchor["mode"], self.anchor.get("cutoff", 0.5)]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return f"aa-{digest[:10]}"
 

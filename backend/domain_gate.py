@@ -40,8 +40,8 @@ def fit_domain_gate(path: Path, project_texts: list[str], anchor_texts: list[str
     """Train the domain model into `path` if it separates the two sides; returns the manifest's `anchor` entry.
 
     `project_texts` are the project's (its corrections, and the task texts /predict has seen), `anchor_texts` the
-    replayed rows. `anchor` carries key, version, mode and min_auc. The entry keeps the anchor's identity even when
-    the gate stays off, so that a later stage, with more of the project seen, can switch it on.
+    replayed rows. `anchor` carries key, version, mode, min_auc and cutoff. The entry keeps the anchor's identity
+    even when the gate stays off, so that a later stage, with more of the project seen, can switch it on.
     """
     own = list(dict.fromkeys(project_texts))
     mine = set(own)

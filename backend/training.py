@@ -94,7 +94,7 @@ def train_bundle(
     calibration holdout is drawn from them, so every correction trains (holding 15% of them out cost 1.2 points of
     test accuracy on the financial stream, docs/benchmarks.md §5), and a specialist with params `rows: project`
     trains on the other rows only; one with params `max_rows: N` trains on at most N rows (`capped_rows`).
-    `anchor` (key, version, mode, min_auc of the bundle the project started from) fits the domain gate on the
+    `anchor` (key, version, mode, min_auc, cutoff; `finetune.trainer.anchor_for`) fits the domain gate on the
     project's rows and `domain_texts` (its task texts seen by /predict) against the replayed rows
     (backend/domain_gate.py).
     """
