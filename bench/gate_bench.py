@@ -33,27 +33,29 @@ from backend.datasets import LabelledData, load_labelled
 from backend.ensemble import Ensemble, load_ensemble
 from backend.settings import Settings
 from backend.training import train_bundle
+from finetune.trainer import anchor_for
 
 LABELS = ["Positive", "Negative", "Neutral"]
 FINANCE = SHARED / "data" / "twitter-financial-news-sentiment"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 
 
-def build(root: Path, runtime: dict) -> tuple[Ensemble, Ensemble, Ensemble]:
+def build(root: Path, settings: Settings) -> tuple[Ensemble, Ensemble, Ensemble]:
     """The shared bundle, the project bundle without its gate, and with it."""
+    runtime = settings.runtime
     store = BundleStore(root)
     shared, shared_manifest = train_bundle(store, LABELS, False, load_labelled(SAMPLE_DATA), **runtime)
     news = load_labelled(FINANCE / "sent_valid.csv", label_map=FINANCE_MAP)
     replay = load_labelled(SAMPLE_DATA)
     data = LabelledData(news.texts[:600] + replay.texts, news.labels[:600] + replay.labels, "project corrections")
     replayed = np.r_[np.zeros(600, bool), np.ones(len(replay.texts), bool)]
-    # Both sides run on every batch whatever the cutoff, so it does not change the cost.
-    anchor = {"key": shared.key, "version": shared.version, "mode": "hard", "min_auc": 0.9, "cutoff": 0.5}
-    ref, manifest = train_bundle(store, LABELS, False, data, promote=False, key="project-1-sentiment",
+    key = "project-1-sentiment"
+    anchor = anchor_for(shared, shared_manifest, key, settings)  # as the trainer pins a project's first bundle
+    ref, manifest = train_bundle(store, LABELS, False, data, promote=False, key=key,
                                  sample_weight=np.where(replayed, 1.0, 10.0), replay_rows=replayed, anchor=anchor,
                                  domain_texts=news.texts[600:1500], **runtime)
     if not manifest.anchor.get("active"):
-        raise SystemExit(f"the gate did not switch on: {manifest.anchor.get('reason')}")
+        raise SystemExit(f"the gate did not switch on: {manifest.anchor.get('reason', 'DOMAIN_GATE is off')}")
     gated = load_ensemble(ref, manifest, **runtime)
     alone = Ensemble(manifest, gated.specialists)
     return load_ensemble(shared, shared_manifest, **runtime), alone, gated
@@ -65,9 +67,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    runtime = Settings.from_env().runtime
+    settings = Settings.from_env()
     with tempfile.TemporaryDirectory() as tmp:
-        sides = dict(zip(("shared", "project ungated", "project gated"), build(Path(tmp), runtime), strict=True))
+        sides = dict(zip(("shared", "project ungated", "project gated"), build(Path(tmp), settings), strict=True))
         tweets = load_texts()
         news = load_labelled(FINANCE / "sent_train.csv", label_map=FINANCE_MAP).texts
         half = args.batch // 2
