@@ -61,6 +61,11 @@ class Settings:
     # knew (texts half like the project's go to it) at the price of in-domain tasks the domain model doubts: 0.7
     # brought the source-test loss on financial news from 1.43 to 0.87 points for 0.34 of final accuracy (§5).
     domain_gate_cutoff: float = 0.7
+    # What a project bundle's temperature is fitted on: "project", its frozen held-out corrections beside the held-out
+    # replayed rows (which weigh as 100 corrections: backend/training.py), because it answers the project's tasks;
+    # "replay", the replayed rows alone. Fitted on the source alone, its confidence on financial news stayed under
+    # 0.9 for 85-89 % of the test at 83 % accuracy (docs/benchmarks.md §5).
+    calibrate_on: str = "project"
     finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
@@ -110,7 +115,8 @@ class Settings:
     plan_llm_max_tokens: int = 1024
 
     def __post_init__(self) -> None:
-        for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full"))):
+        for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full")),
+                              ("calibrate_on", ("project", "replay"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")

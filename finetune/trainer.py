@@ -258,6 +258,10 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                               LabelledData(texts, labels, f"project {project_id} corrections"),
                               recipe, promote=False, key=key, sample_weight=weights, data_info=info,
                               anchor=anchor, domain_texts=store.texts(project_id) if anchor else (),
+                              calibration=LabelledData([r["text"] for r in holdout_rows],
+                                                       [list(r["choices"]) for r in holdout_rows],
+                                                       f"project {project_id} held-out corrections")
+                              if settings.calibrate_on == "project" else None,
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
                               **settings.runtime)

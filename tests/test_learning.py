@@ -92,6 +92,10 @@ def test_corrections_train_a_project_version_that_is_served_then_rolled_back(bas
     # every correction trains: the temperature's calibration rows come from the replay only
     assert manifest.metrics["n_holdout"] == int(800 * 0.15)
     assert manifest.metrics["n_train"] == len(manifest.data["corrections"]) + 800 - int(800 * 0.15)
+    # The temperature: the held-out corrections beside the held-out replayed rows (CALIBRATE_ON=project)
+    cal = manifest.metrics["calibration"]
+    assert cal["on"] == "project holdout + replay holdout" and cal["project_rows"] == len(manifest.data["holdout"])
+    assert cal["rows"] == len(manifest.data["holdout"]) + int(800 * 0.15)
     gate = json.loads((store.current(key).path / "gate.json").read_text())
     assert gate["promoted"] and gate["current"] == shared.version
     # The domain gate is anchored on the shared bundle; 16 texts are too few to switch it on.

@@ -112,20 +112,23 @@ def decide(
     return out
 
 
-def nll(p: np.ndarray, y: np.ndarray, multiple: bool) -> float:
-    """Mean negative log-likelihood of the gold labels (y: indices, or a 0/1 matrix if multiple)."""
+def nll(p: np.ndarray, y: np.ndarray, multiple: bool, sample_weight: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of the gold labels (y: indices, or a 0/1 matrix if multiple), weighted by row."""
     p = np.clip(p, _EPS, 1 - _EPS)
     if multiple:
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
-    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+        per_row = -np.mean(y * np.log(p) + (1 - y) * np.log1p(-p), axis=1)
+    else:
+        per_row = -np.log(p[np.arange(len(y)), y])
+    return float(np.average(per_row, weights=sample_weight))
 
 
-def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False) -> float:
+def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False,
+                    sample_weight: np.ndarray | None = None) -> float:
     """The temperature minimising held-out NLL; a grid is enough for one scalar and never diverges."""
     if len(y) == 0:
         return 1.0
     grid = np.exp(np.linspace(np.log(0.05), np.log(10.0), 121))
-    losses = [nll(calibrate(mean, t, multiple), y, multiple) for t in grid]
+    losses = [nll(calibrate(mean, t, multiple), y, multiple, sample_weight) for t in grid]
     return float(grid[int(np.argmin(losses))])
 
 
