@@ -91,6 +91,13 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert claim["stated"] < last["auto_accuracy"] and claim["unseen"] == r["test_auto_accuracy"]
     assert claim["met"] == (claim["unseen"] >= claim["stated"])
     assert all(0.0 <= s["disagreement_share"] <= 1.0 for s in r["stages"])
+    # Each stage says how true its confidence is on the test set, and what its temperature was fitted on: the held-out
+    # corrections so far beside the held-out replayed rows.
+    assert all(0.0 <= s["test_ece"] <= 1.0 for s in r["stages"])
+    assert all(s["calibration"]["on"] == "project holdout + replay holdout" and s["calibration"]["temperature"] > 0
+               for s in r["stages"])
+    assert [s["calibration"]["project_rows"] for s in r["stages"]] == sorted(
+        s["calibration"]["project_rows"] for s in r["stages"])  # the holdout only grows
     # The last stage's models are the final ones: what they send for review of the test set is the same count,
     # before the cap, as what the final figures accept after it.
     below, sent = last["test_hard_share_before_cap"], 1 - r["test_auto_share"]

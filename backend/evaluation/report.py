@@ -16,6 +16,11 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _ece(x: float | None) -> str:
+    """Expected calibration error, in points: how far stated confidence is from accuracy (runs before it: n/a)."""
+    return "n/a" if x is None else f"{100 * x:.1f} pt"
+
+
 def _claim(main: dict[str, Any]) -> str:
     c = main.get("auto_accuracy_claim") or {}
     if c.get("met") is None:
@@ -65,12 +70,13 @@ def markdown(results: dict[str, Any]) -> str:
                                                       f"({st['change_points']:+.2f} pt)"))
     lines += ["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
     names = list(main["specialists"])
-    lines += ["| stage | items | hard share (before cap) | unseen test below the threshold | auto acc. | "
+    lines += ["| stage | items | hard share (before cap) | unseen test below the threshold | test ECE | auto acc. | "
               + " | ".join(f"test {n}" for n in names) + " | test ensemble | training |",
-              "|---" * (6 + len(names)) + "|---|"]
+              "|---" * (7 + len(names)) + "|---|"]
     for s in main["stages"]:
         lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} ({_pct(s['hard_share_before_cap'])}) | "
-                     f"{_pct(s.get('test_hard_share_before_cap'))} | {_pct(s['auto_accuracy'])} | "
+                     f"{_pct(s.get('test_hard_share_before_cap'))} | {_ece(s.get('test_ece'))} | "
+                     f"{_pct(s['auto_accuracy'])} | "
                      + " | ".join(_pct(s["test_specialists"].get(n)) for n in names)
                      + f" | {_pct(s['test_accuracy'])} | {s['training']} |")
     if results.get("sweep"):

@@ -23,7 +23,7 @@ import numpy as np
 
 from backend.bundles import BundleRef, BundleStore
 from backend.datasets import LabelledData
-from backend.decision.voting import Decision
+from backend.decision.voting import Decision, expected_calibration_error
 from backend.evaluation.base import HardSample, StreamReviewer, Verdict
 from backend.evaluation.data import EvalData, Split
 from backend.labelconfig import parse_label_config, project_bundle_key
@@ -236,7 +236,8 @@ class Harness:
             t1 = time.perf_counter()
             outcome = run_stage(PROJECT, settings, store)
             train_s = time.perf_counter() - t1
-            after = score(self.ensemble(settings, self.current(settings)), self.data.test)
+            served = self.ensemble(settings, self.current(settings))
+            after = score(served, self.data.test)
             # The same question on fixed items: stage samples differ in difficulty, the test set does not.
             test_out, test_hard = router.triage(names, after.decisions)
             auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
@@ -252,6 +253,12 @@ class Harness:
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
                 "test_project_share": after.project_share,
                 "test_hard_share_before_cap": below_threshold(test_out, test_hard) / max(len(self.data.test), 1),
+                # Whether the confidence the threshold reads means what it says on the project's own texts.
+                "test_ece": expected_calibration_error(
+                    np.array([d.confidence for d in after.decisions]),
+                    np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)),
+                "calibration": {"temperature": served.manifest.temperature,
+                                **served.manifest.metrics.get("calibration", {})},
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
@@ -311,7 +318,8 @@ class Harness:
                          "human_weight": settings.human_weight, "llm_weight": settings.llm_weight,
                          "replay_size": settings.replay_size, "gate_margin": settings.gate_margin,
                          "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc,
-                         "domain_gate_cutoff": settings.domain_gate_cutoff},
+                         "domain_gate_cutoff": settings.domain_gate_cutoff,
+                         "calibrate_on": settings.calibrate_on},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
