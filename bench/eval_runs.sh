@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|tweeteval|offensive|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|tweeteval|offensive|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -25,6 +25,9 @@ export DOMAIN_GATE=${DOMAIN_GATE:-off}
 # The cutoff the *-gate runs were quoted at (the service's default was 0.5 then); the *-gate-cut runs use 0.7, the
 # default since.
 export DOMAIN_GATE_CUTOFF=${DOMAIN_GATE_CUTOFF:-0.5}
+# Runs quoted from before the temperature was fitted on the held-out corrections keep it on the replayed rows; the
+# *-cal runs use the service's default (CALIBRATE_ON=project).
+export CALIBRATE_ON=${CALIBRATE_ON:-replay}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
 ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
@@ -35,9 +38,10 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
       local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=() gate=$DOMAIN_GATE cutoff=
+      local cal=$CALIBRATE_ON
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
       if [ "$1" = tse-ft ]; then
         hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
@@ -51,11 +55,15 @@ run() {
         hw=3 out=docs/eval/tse-gate-cut extra=(--specialists "$FT") gate=hard cutoff=0.7
         name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7"
       fi
-      DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      if [ "$1" = tse-cal ]; then  # ... and the temperature fitted on the held-out corrections
+        hw=3 out=docs/eval/tse-cal extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project
+        name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project"
+      fi
+      CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
@@ -74,6 +82,11 @@ run() {
       if [ "$1" = financial-gate-cut ]; then  # ... and only where P(project) >= 0.7 (levers_sim: at_cut)
         out=docs/eval/financial-gate-cut extra=(--specialists "$FT") knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7"
+      fi
+      if [ "$1" = financial-cal ]; then  # ... and the temperature fitted on the held-out corrections
+        out=docs/eval/financial-cal extra=(--specialists "$FT")
+        knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project)
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project"
       fi
       env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \

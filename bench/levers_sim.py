@@ -30,6 +30,7 @@ from sklearn.neighbors import KNeighborsClassifier
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backend.decision.voting import calibrate, expected_calibration_error, fit_temperature  # noqa: E402
 from backend.evaluation import data as eval_data  # noqa: E402
 
 D = ROOT.parent / "shared" / "data"
@@ -60,6 +61,21 @@ VARIANTS: dict[str, dict] = {
     "layers_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard"},
     "layers_3+gate_seen_hard_cut_0.7": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard",
                                          "cut": 0.7},
+    # The temperature: on replayed rows (train_bundle's) against on the frozen held-out corrections.
+    "gate_cut_0.7+temp_replay": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard", "cut": 0.7,
+                                 "temp": "replay"},
+    "gate_cut_0.7+temp_holdout": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard", "cut": 0.7,
+                                  "temp": "holdout"},
+    "gate_cut_0.7+temp_holdout_100": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard", "cut": 0.7,
+                                      "temp": "holdout_100"},
+    "gate_cut_0.7+temp_blend_100": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard", "cut": 0.7,
+                                    "temp": "blend_100"},
+    "hw3+gate_cut_0.7+temp_blend_100": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
+                                        "cut": 0.7, "temp": "blend_100"},
+    "hw3+gate_cut_0.7+temp_replay": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
+                                     "cut": 0.7, "temp": "replay"},
+    "hw3+gate_cut_0.7+temp_holdout": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
+                                      "cut": 0.7, "temp": "holdout"},
     "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
     "layers_3+human_weight_3+gate_seen_hard": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
                                                "mixture": "seen_hard"},
@@ -101,7 +117,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
              project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
              pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1,
-             gate_min_auc: float = 0.9, cut: float = 0.5) -> dict:
+             gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
@@ -119,8 +135,12 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     def held_out(i: int) -> bool:
         return int(hashlib.md5(str(i).encode()).hexdigest(), 16) % holdout_every == 0
 
+    # temp: the ensemble's temperature, fitted as train_bundle does on 15% of the replayed rows held out ("replay"),
+    # or on the frozen held-out corrections ("holdout", the replay until there are 30 of them); None: no scaling.
+    cal_rows = np.random.default_rng(7).random(len(y["source"])) < 0.15 if temp else np.zeros(len(y["source"]), bool)
+
     def fit(own: np.ndarray, extra: np.ndarray | None = None) -> list[tuple[str, object]]:
-        rep = np.arange(len(y["source"]))
+        rep = np.where(~cal_rows)[0]
         if calib:  # train_bundle before replay_rows: 15% of every row, corrections included, calibrate instead
             rng = np.random.default_rng(len(own))
             rep, own = rep[rng.random(len(rep)) >= calib], own[rng.random(len(own)) >= calib]
@@ -161,17 +181,34 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     domain: list[LogisticRegression | None] = [None]
     gate_auc: list[float] = []
 
+    temps = [1.0, 1.0]  # the project's models, the cold start's
+
+    def temperature(ms: list, held: list[int]) -> float:
+        if not temp:
+            return 1.0
+        rows = np.where(cal_rows)[0]
+        if temp.startswith("blend") and held:  # the replayed rows count as `prior` held-out corrections' worth
+            prior = float(temp.split("_")[1])
+            mean = np.vstack([mean_proba(ms, "stream", np.array(held)), mean_proba(ms, "source", rows)])
+            w = np.r_[np.ones(len(held)), np.full(len(rows), prior / len(rows))]
+            return fit_temperature(mean, np.r_[y["stream"][held], y["source"][rows]], sample_weight=w)
+        if temp.startswith("holdout") and len(held) >= int(temp.partition("_")[2] or 30):
+            return fit_temperature(mean_proba(ms, "stream", np.array(held)), y["stream"][held])
+        return fit_temperature(mean_proba(ms, "source", rows), y["source"][rows])
+
     def proba(part: str, idx: np.ndarray | None = None, at: float | None = None) -> np.ndarray:
-        p = mean_proba(models, part, idx)
+        p = calibrate(mean_proba(models, part, idx), temps[0], False)
         if mixture and domain[0] is not None:
             x = emb[part] if idx is None else emb[part][idx]
             d = domain[0].predict_proba(x)[:, 1][:, None]
             if mixture in ("hard", "seen_hard"):
                 d = (d >= (cut if at is None else at)).astype(float)
-            p = d * p + (1 - d) * mean_proba(cold, part, idx)
+            p = d * p + (1 - d) * calibrate(mean_proba(cold, part, idx), temps[1], False)
         return p
 
+    temps[:] = [temperature(cold, [])] * 2
     source_before = float((proba("source_test").argmax(1) == y["source_test"]).mean())
+    hard_test, ece_test, temp_by_stage = [], [], []
     reviewed = np.zeros(n, bool)
     own: list[int] = []
     stages = []
@@ -213,7 +250,12 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             auc = roc_auc_score(yd, cross_val_predict(lr, xd, yd, cv=3, method="predict_proba")[:, 1])
             gate_auc.append(round(float(auc), 4))
             domain[0] = lr.fit(xd, yd) if auc >= gate_min_auc else None
-        stages.append(round(float((proba("test").argmax(1) == y["test"]).mean()), 4))
+        temps[0] = temperature(models, held)
+        pt = proba("test")
+        stages.append(round(float((pt.argmax(1) == y["test"]).mean()), 4))
+        hard_test.append(round(float((pt.max(1) < 0.9).mean()), 4))
+        ece_test.append(round(expected_calibration_error(pt.max(1), pt.argmax(1) == y["test"]), 4))
+        temp_by_stage.append(round(temps[0], 3))
     if reserve:
         left = int(share * n) - int(reviewed.sum())
         pool = np.where(~reviewed)[0]
@@ -239,7 +281,9 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             "reviewed_share": round(float(reviewed.mean()), 4), "test_accuracy": stages[-1],
             "test_auto_accuracy_75pct": round(float((test.argmax(1)[auto] == y["test"][auto]).mean()), 4),
             "source_test_change_points": round(100 * (source_after - source_before), 2), "test_by_stage": stages,
-            **({"gate_auc": gate_auc} if gate_auc else {}), **({"at_cut": cuts} if cuts else {}),
+            **({"gate_auc": gate_auc} if gate_auc else {}),
+            **({"test_hard_below_0.9": hard_test, "test_ece": ece_test, "temperature": temp_by_stage} if temp else {}),
+            **({"at_cut": cuts} if cuts else {}),
             "seconds": round(time.perf_counter() - t0)}
 
 
