@@ -119,7 +119,9 @@ def train_bundle(
     (backend/domain_gate.py). `calibration` (the project's frozen held-out corrections, none of them trained on)
     joins the held-out rows in fitting the temperature, the latter weighing CALIBRATION_PRIOR_ROWS rows in all: a
     project bundle answers the project's tasks, and calibrated on replayed source rows alone, where it is less
-    accurate, its confidence on financial news understated how often it was right (docs/benchmarks.md §5).
+    accurate, its confidence on financial news understated how often it was right (docs/benchmarks.md §5). The same
+    rows judge the candidate (finetune.trainer's gate): a single-choice answer never moves with the temperature; a
+    multi-label one moves at the 0.5 cut, so there the gate sees one scalar fitted on its own rows.
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
