@@ -108,7 +108,10 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
     for key in store.keys():
         cur = store.current(key)
         row = {"bundle_key": key, "current": cur.version if cur else None, "versions": store.versions(key)}
-        gate = store.manifest(cur).anchor if cur else {}
+        manifest = store.manifest(cur) if cur else None
+        if manifest is not None:  # what the prediction score's temperature was fitted on
+            row["calibration"] = {"temperature": manifest.temperature, **manifest.metrics.get("calibration", {})}
+        gate = manifest.anchor if manifest is not None else {}
         if gate:  # a project bundle: is its domain gate on, against which anchor, and why
             row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "mode", "cutoff", "auc",
                                                            "reason")}

@@ -178,3 +178,8 @@ def test_autoannotator_bundles_shows_whether_a_project_bundles_gate_is_on_and_wh
     gate = rows[ref.key]["domain_gate"]
     assert gate["active"] is True and gate["version"] == shared.version and gate["reason"].startswith("held-out AUC")
     assert "domain_gate" not in rows[shared.key]
+    # and what each one's temperature was fitted on (the fixture's project bundle had no held-out corrections)
+    cal = rows[ref.key]["calibration"]
+    assert cal == {"temperature": store.manifest(ref).temperature, "on": "replay holdout", "rows": cal["rows"]}
+    assert cal["rows"] > 0
+    assert rows[shared.key]["calibration"]["on"] == "holdout"
