@@ -28,11 +28,18 @@ def test_below(stages: list[dict]) -> str:
     return f" / {pct(stages[0]['test_hard_share_before_cap'])} → {pct(stages[-1]['test_hard_share_before_cap'])}"
 
 
+def test_ece(stages: list[dict]) -> str:
+    if "test_ece" not in stages[0]:
+        return "n/a"  # runs made before the harness measured it
+    return f"{100 * stages[0]['test_ece']:.1f} → {100 * stages[-1]['test_ece']:.1f} pt"
+
+
 def main() -> None:
     print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
           "auto-accepted acc. stated → unseen | plain vote | no learning, same review | "
-          "below the threshold, first → last stage (stream / unseen test) | source test change |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "below the threshold, first → last stage (stream / unseen test) | unseen test ECE, first → last | "
+          "source test change |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
         r = json.loads(path.read_text())
         run, stages = r["run"], r["run"]["stages"]
@@ -43,7 +50,7 @@ def main() -> None:
               f"{pct(run['vote_accuracy'])} | "
               f"{pct(r['no_learning']['final_accuracy'])} | "
               f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])}"
-              f"{test_below(stages)} | "
+              f"{test_below(stages)} | {test_ece(stages)} | "
               f"{'n/a' if not src else format(src['change_points'], '+.2f') + ' pt'} |")
 
 
