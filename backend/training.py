@@ -75,17 +75,15 @@ def _scores(y: np.ndarray, pred: np.ndarray, multiple: bool) -> dict[str, float]
 CALIBRATION_PRIOR_ROWS = 100
 
 
-def _calibration_figures(probas: list[np.ndarray], weights: list[float], y: np.ndarray, temperature: float,
-                         multiple: bool) -> dict[str, Any]:
-    """ECE on the project's held-out corrections before and after the temperature: what the fit did, for the
-    manifest (in-sample for the one scalar, so a description, not a test)."""
+def _calibrated(probas: list[np.ndarray], weights: list[float], y: np.ndarray, temperature: float,
+                multiple: bool) -> tuple[list[Any], np.ndarray, dict[str, float]]:
+    """Held-out rows under the temperature: the decisions, their answers, and ECE before and after it."""
     raw, cal = decide(probas, weights, 1.0, multiple), decide(probas, weights, temperature, multiple)
     pred = np.array([[int(j in d.labels) for j in range(y.shape[1])] for d in cal]) if multiple \
         else np.array([d.labels[0] for d in cal])
     correct = np.all(pred == y, axis=1) if multiple else pred == y
-    return {"project_rows": len(y), "temperature": temperature,
-            "ece_before": expected_calibration_error(np.array([d.confidence for d in raw]), correct),
-            "ece_after": expected_calibration_error(np.array([d.confidence for d in cal]), correct)}
+    return cal, pred, {"ece_before": expected_calibration_error(np.array([d.confidence for d in raw]), correct),
+                       "ece_after": expected_calibration_error(np.array([d.confidence for d in cal]), correct)}
 
 
 def train_bundle(
@@ -179,28 +177,25 @@ def train_bundle(
         weights = [e.weight for e in entries]
         held = "replay holdout" if pool is not idx else "holdout"
         if use_cal and (len(ho) or len(cal_y) >= max(10, len(labels))):
-            prior = np.full(len(ho), CALIBRATION_PRIOR_ROWS / max(len(ho), 1))
-            temperature = fit_temperature(
-                np.concatenate([mean_probabilities(cal_probas, weights), *([mean_probabilities(probas, weights)]
-                                                                           if len(ho) else [])]),
-                np.concatenate([cal_y, y[ho]]), multiple, sample_weight=np.r_[np.ones(len(cal_y)), prior])
+            mean, target, w = mean_probabilities(cal_probas, weights), cal_y, np.ones(len(cal_y))
+            if len(ho):  # the held-out replayed rows weigh CALIBRATION_PRIOR_ROWS in all
+                mean = np.concatenate([mean, mean_probabilities(probas, weights)])
+                target = np.concatenate([cal_y, y[ho]])
+                w = np.r_[w, np.full(len(ho), CALIBRATION_PRIOR_ROWS / len(ho))]
+            temperature = fit_temperature(mean, target, multiple, sample_weight=w)
+            # ECE on the project's held-out corrections: in-sample for the one scalar, a description, not a test
             metrics["calibration"] = {"on": f"project holdout + {held}" if len(ho) else "project holdout",
-                                      "rows": len(cal_y) + len(ho),
+                                      "rows": len(target),
                                       "held_out_weight": CALIBRATION_PRIOR_ROWS if len(ho) else 0,
-                                      **_calibration_figures(cal_probas, weights, cal_y, temperature, multiple)}
+                                      "project_rows": len(cal_y), "temperature": temperature,
+                                      **_calibrated(cal_probas, weights, cal_y, temperature, multiple)[2]}
         elif len(ho):
             temperature = fit_temperature(mean_probabilities(probas, weights), y[ho], multiple)
             metrics["calibration"] = {"on": held, "rows": len(ho)}
         if len(ho):
-            raw = decide(probas, weights, 1.0, multiple)
-            cal = decide(probas, weights, temperature, multiple)
-            pred = np.array([[int(j in d.labels) for j in range(len(labels))] for d in cal]) if multiple \
-                else np.array([d.labels[0] for d in cal])
-            correct = np.all(pred == y[ho], axis=1) if multiple else pred == y[ho]
-            ens = metrics["ensemble"] = _scores(y[ho], pred, multiple)
-            ens["ece_before"] = expected_calibration_error(np.array([d.confidence for d in raw]), correct)
-            ens["ece_after"] = expected_calibration_error(np.array([d.confidence for d in cal]), correct)
-            ens["unanimous_share"] = float(np.mean([d.unanimous for d in cal]))
+            cal, pred, ece = _calibrated(probas, weights, y[ho], temperature, multiple)
+            metrics["ensemble"] = {**_scores(y[ho], pred, multiple), **ece,
+                                   "unanimous_share": float(np.mean([d.unanimous for d in cal]))}
         metrics.update(n_train=len(tr), n_holdout=len(ho))
         gate_info: dict[str, Any] = {}
         if anchor is not None:
