@@ -8,6 +8,7 @@ from backend.decision.voting import (
     decide,
     expected_calibration_error,
     fit_temperature,
+    fit_weights,
     mean_probabilities,
     nll,
 )
@@ -75,3 +76,56 @@ def test_ece_of_perfect_calibration_is_small():
     correct = np.array([1] * 8 + [0] * 2)
     assert expected_calibration_error(conf, correct) == pytest.approx(0.0)
     assert expected_calibration_error(np.array([]), np.array([])) == 0.0
+
+
+def _specialist(rng: np.random.Generator, y: np.ndarray, accuracy: float, k: int = 3) -> np.ndarray:
+    """Probabilities that put most mass on the gold label `accuracy` of the time, on a random one otherwise."""
+    n = len(y)
+    said = np.where(rng.random(n) < accuracy, y, rng.integers(0, k, n))
+    p = rng.dirichlet(np.ones(k), n) * 0.3
+    p[np.arange(n), said] += 1.0
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_fit_weights_lean_on_the_specialist_that_is_right():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    probas = [_specialist(rng, y, a) for a in (0.8, 0.55, 0.35)]
+    w = fit_weights(probas, y)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[0] > 2 * w[1] > 0 and w[1] > w[2] > 0  # ranked by accuracy, none dropped (the pull to equal)
+    assert nll(mean_probabilities(probas, w), y, False) < nll(mean_probabilities(probas), y, False) - 0.05
+    # the loss is convex on the simplex: the same optimum from a general-purpose optimiser's angle
+    a = np.stack(probas)[:, np.arange(len(y)), y]
+
+    def loss(v: np.ndarray) -> float:
+        v = v / v.sum()
+        return float(-np.mean(np.log(v @ a)) - 10 / len(y) * np.mean(np.log(v)))
+
+    for other in ([1.0, 1.0, 1.0], [3.0, 0.0001, 0.0001], [2.0, 0.8, 0.2], [2.6, 0.3, 0.1]):
+        assert loss(w) <= loss(np.array(other)) + 1e-9
+
+
+def test_fit_weights_pull_keeps_a_weak_specialist_while_rows_are_few():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 40)
+    probas = [_specialist(rng, y, 0.9), _specialist(rng, y, 0.4)]
+    few = fit_weights(probas, y)
+    free = fit_weights(probas, y, prior_rows=0.0)
+    assert few[1] > free[1]
+    assert few[1] > 0.1  # 40 rows against a pull worth 10 cannot silence it
+    # row weights count: rows weighted zero say nothing, and only the pull is left
+    assert fit_weights(probas, y, sample_weight=np.zeros(40) + 1e-12) == pytest.approx([1.0, 1.0], abs=0.05)
+
+
+def test_fit_weights_multi_label_and_edge_cases():
+    rng = np.random.default_rng(2)
+    y = (rng.random((2000, 4)) < 0.3).astype(int)
+    good = np.clip(y * 0.8 + 0.1 + rng.normal(0, 0.05, y.shape), 0.01, 0.99)
+    noise = rng.random(y.shape)
+    w = fit_weights([good, noise], y, multiple=True)
+    assert w[0] > 10 * w[1]
+    assert fit_weights([good], y, multiple=True) == pytest.approx([1.0])  # one specialist: nothing to weigh
+    assert fit_weights([good, noise], y[:0], multiple=True) == pytest.approx([1.0, 1.0])  # no rows: equal
+    with pytest.raises(ValueError):
+        fit_weights([], y)

@@ -132,6 +132,54 @@ def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False,
     return float(grid[int(np.argmin(losses))])
 
 
+def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray, multiple: bool = False,
+                sample_weight: np.ndarray | None = None, prior_rows: float = 10.0, steps: int = 500) -> np.ndarray:
+    """Voting weights (mean 1) minimising the held-out log loss of the weighted mean of `probas`.
+
+    Why: an equal vote lets a specialist that is weak on a project blunt the one that learnt it, in accuracy and in
+    confidence (tweets: a fine-tuned MiniLM at 74 % beside a naive Bayes at 54 %). The loss is convex in the weights
+    and exponentiated gradient keeps them on the simplex. A pull worth `prior_rows` held-out rows towards equal
+    weights (a log barrier) keeps every specialist in the vote, so one weak today (a project specialist with a few
+    hundred corrections) can earn weight back as it learns, and a few dozen rows cannot hand the vote to one model.
+    """
+    k = len(probas)
+    if k == 0:
+        raise ValueError("no specialist probabilities to weigh")
+    y = np.asarray(y)
+    if k == 1 or len(y) == 0:
+        return np.ones(k)
+    stack = np.clip(np.stack([np.asarray(p, dtype=np.float64) for p in probas]), _EPS, 1 - _EPS)
+    rows = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if multiple:  # each label's in/out bit is a row of its own: the probability given to the observed bit
+        a = np.where(y[None] == 1, stack, 1 - stack).reshape(k, -1)
+        s = np.repeat(rows / y.shape[1], y.shape[1])
+    else:
+        a, s = stack[:, np.arange(len(y)), y], rows
+    pull = prior_rows / max(float(s.sum()), _EPS)
+    s = s / s.sum()
+
+    def loss(w: np.ndarray) -> float:
+        return float(-np.dot(s, np.log(w @ a)) - pull * np.mean(np.log(w)))
+
+    w, eta = np.full(k, 1.0 / k), 1.0
+    current = loss(w)
+    for _ in range(steps):
+        grad = -(a @ (s / (w @ a))) - pull / (k * w)
+        step = w * np.exp(-eta * (grad - grad.min()))
+        step /= step.sum()
+        new = loss(step)
+        if new <= current:
+            if current - new < 1e-10:
+                w = step
+                break
+            w, current, eta = step, new, min(eta * 1.5, 50.0)
+        else:
+            eta /= 2
+            if eta < 1e-6:
+                break
+    return w * k
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """ECE: how far stated confidence is from observed accuracy, averaged over confidence bins."""
     confidence = np.asarray(confidence, dtype=np.float64)
