@@ -30,6 +30,6 @@ def ensure_default_bundle(settings: Settings) -> BundleRef | None:
 
     log.info("no bundle for %s yet: training the default one from %s", control.bundle_key, SAMPLE_DATA.name)
     ref, manifest = train_bundle(store, control.labels, control.multiple, load_labelled(SAMPLE_DATA),
-                                 **settings.runtime)
+                                 vote_weights=settings.vote_weights, **settings.runtime)
     log.info("default bundle %s ready: %s", ref.version, manifest.metrics.get("ensemble"))
     return ref

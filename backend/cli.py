@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     if not data.texts:
         sys.exit(f"{args.data}: no labelled rows found")
     ref, manifest = train_bundle(BundleStore(settings.model_dir), control.labels, control.multiple, data,
-                                 _json_arg(args.specialists), promote=not args.no_promote, **settings.runtime)
+                                 _json_arg(args.specialists), promote=not args.no_promote,
+                                 vote_weights=settings.vote_weights, **settings.runtime)
     print(json.dumps({"bundle_key": ref.key, "model_version": ref.version, "path": str(ref.path),
                       "promoted": not args.no_promote, "metrics": manifest.metrics}, indent=2))
 
@@ -111,6 +112,7 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
         manifest = store.manifest(cur) if cur else None
         if manifest is not None:  # what the prediction score's temperature was fitted on
             row["calibration"] = {"temperature": manifest.temperature, **manifest.metrics.get("calibration", {})}
+            row["vote_weights"] = {e.name: e.weight for e in manifest.specialists}
         gate = manifest.anchor if manifest is not None else {}
         if gate:  # a project bundle: is its domain gate on, against which anchor, and why
             row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "mode", "cutoff", "auc",

@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from backend.bundles import BundleRef, BundleStore, Manifest, SpecialistEntry
 from backend.datasets import LabelledData
-from backend.decision.voting import decide, expected_calibration_error, fit_temperature, mean_probabilities
+from backend.decision.voting import decide, expected_calibration_error, fit_temperature, fit_weights, mean_probabilities
 from backend.labelconfig import bundle_key, normalise_label
 from backend.specialists import registry
 
@@ -86,6 +87,23 @@ def _calibrated(probas: list[np.ndarray], weights: list[float], y: np.ndarray, t
                        "ece_after": expected_calibration_error(np.array([d.confidence for d in cal]), correct)}
 
 
+def _calibration_rows(probas: list[np.ndarray], y_ho: np.ndarray, cal_probas: list[np.ndarray],
+                      cal_y: np.ndarray | None, n_labels: int
+                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Each specialist's probabilities on the rows the vote weights and the temperature are fitted on, their gold
+    answers and row weights: the project's held-out corrections (when there are enough) beside the held-out
+    replayed rows, which weigh CALIBRATION_PRIOR_ROWS in all; else the held-out rows alone; else nothing."""
+    if cal_y is not None and len(cal_y) and (len(y_ho) or len(cal_y) >= max(10, n_labels)):
+        if not len(y_ho):
+            return cal_probas, cal_y, np.ones(len(cal_y))
+        each = [np.concatenate([c, p]) for c, p in zip(cal_probas, probas, strict=True)]
+        return each, np.concatenate([cal_y, y_ho]), np.r_[np.ones(len(cal_y)),
+                                                          np.full(len(y_ho), CALIBRATION_PRIOR_ROWS / len(y_ho))]
+    if len(y_ho):
+        return probas, y_ho, None
+    return [], y_ho, None
+
+
 def train_bundle(
     store: BundleStore,
     labels: Sequence[str],
@@ -102,6 +120,7 @@ def train_bundle(
     anchor: dict[str, Any] | None = None,
     domain_texts: Sequence[str] = (),
     calibration: LabelledData | None = None,
+    vote_weights: str = "fitted",
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
     """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
@@ -120,6 +139,9 @@ def train_bundle(
     accurate, its confidence on financial news understated how often it was right (docs/benchmarks.md §5). The same
     rows judge the candidate (finetune.trainer's gate): a single-choice answer never moves with the temperature; a
     multi-label one moves at the 0.5 cut, so there the gate sees one scalar fitted on its own rows.
+    `vote_weights` "fitted" (VOTE_WEIGHTS) fits each specialist's voting weight on those rows before the temperature
+    (`fit_weights`): the vote leans on what is right on the project's own texts; "recipe" keeps the recipe's weights.
+    Fitted weights move answers, so the gate's rows have seen a few fitted numbers; GATE_MARGIN absorbs that.
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
@@ -173,24 +195,25 @@ def train_bundle(
             entries.append(SpecialistEntry(spec["name"], spec["family"], version, float(spec.get("weight", 1.0))))
             metrics["specialists"][spec["name"]] = m
             log.info("trained %s (%s) in %.1fs %s", spec["name"], spec["family"], fit_s, m)
-        temperature = 1.0
         weights = [e.weight for e in entries]
         held = "replay holdout" if pool is not idx else "holdout"
-        if use_cal and (len(ho) or len(cal_y) >= max(10, len(labels))):
-            mean, target, w = mean_probabilities(cal_probas, weights), cal_y, np.ones(len(cal_y))
-            if len(ho):  # the held-out replayed rows weigh CALIBRATION_PRIOR_ROWS in all
-                mean = np.concatenate([mean, mean_probabilities(probas, weights)])
-                target = np.concatenate([cal_y, y[ho]])
-                w = np.r_[w, np.full(len(ho), CALIBRATION_PRIOR_ROWS / len(ho))]
-            temperature = fit_temperature(mean, target, multiple, sample_weight=w)
+        each, target, w = _calibration_rows(probas, y[ho], cal_probas, cal_y, len(labels))
+        if vote_weights == "fitted" and each:
+            weights = [round(float(x), 4) for x in fit_weights(each, target, multiple, sample_weight=w)]
+            entries = [replace(e, weight=x) for e, x in zip(entries, weights, strict=True)]
+        temperature = fit_temperature(mean_probabilities(each, weights), target, multiple, sample_weight=w) \
+            if each else 1.0
+        on = (f"project holdout + {held}" if len(ho) else "project holdout") if len(target) > len(ho) else held
+        if each:
+            metrics["vote_weights"] = {"on": on if vote_weights == "fitted" else "recipe",
+                                       **{e.name: e.weight for e in entries}}
+        if len(target) > len(ho):
             # ECE on the project's held-out corrections: in-sample for the one scalar, a description, not a test
-            metrics["calibration"] = {"on": f"project holdout + {held}" if len(ho) else "project holdout",
-                                      "rows": len(target),
+            metrics["calibration"] = {"on": on, "rows": len(target),
                                       "held_out_weight": CALIBRATION_PRIOR_ROWS if len(ho) else 0,
                                       "project_rows": len(cal_y), "temperature": temperature,
                                       **_calibrated(cal_probas, weights, cal_y, temperature, multiple)[2]}
         elif len(ho):
-            temperature = fit_temperature(mean_probabilities(probas, weights), y[ho], multiple)
             metrics["calibration"] = {"on": held, "rows": len(ho)}
         if len(ho):
             cal, pred, ece = _calibrated(probas, weights, y[ho], temperature, multiple)

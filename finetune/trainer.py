@@ -262,6 +262,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                                                        [list(r["choices"]) for r in holdout_rows],
                                                        f"project {project_id} held-out corrections")
                               if settings.calibrate_on == "project" else None,
+                              vote_weights=settings.vote_weights,
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
                               **settings.runtime)

@@ -55,8 +55,10 @@ def test_held_out_corrections_calibrate_a_project_bundle_truer_than_replayed_row
     store = BundleStore(tmp_path)
     built = {}
     for name, cal in (("replay", None), ("project", held)):
+        # the recipe's vote in both, so that the temperature is all that differs (fitted weights move answers)
         ref, manifest = train_bundle(store, LABELS, False, data, RECIPE, promote=False, key=f"cal-{name}",
-                                     sample_weight=weights, replay_rows=replayed, calibration=cal)
+                                     sample_weight=weights, replay_rows=replayed, calibration=cal,
+                                     vote_weights="recipe")
         built[name] = (manifest, load_ensemble(ref, manifest))
     (m_replay, e_replay), (m_project, e_project) = built["replay"], built["project"]
     n_ho = int(len(replay.texts) * 0.15)

@@ -190,7 +190,7 @@ def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
 def test_cli_writes_results_table_and_plots(tmp_path, capsys, monkeypatch):
     from backend.cli import main
 
-    monkeypatch.setenv("PROJECT_SPECIALIST_MIN", "20")  # joins at stage 2 of 2: the reports cope with a newcomer
+    monkeypatch.setenv("PROJECT_SPECIALIST_MIN", "15")  # joins at stage 2 of 2: the reports cope with a newcomer
     out = tmp_path / "out"
     main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
           "--stream", str(FIN), "--labels", "Bearish,Bullish,Neutral",

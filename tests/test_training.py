@@ -154,3 +154,28 @@ def test_finetune_mode_setting_rules_every_hf_specialist_and_unset_leaves_the_re
     forced = Settings.from_env({"FINETUNE_MODE": "head", "FINETUNE_EPOCHS": "3"})
     assert finetune_params({"checkpoint": "x", "mode": "full"}, forced) == {"checkpoint": "x", "mode": "head",
                                                                           "epochs": 3}
+
+
+def test_vote_weights_are_fitted_on_the_held_out_rows_unless_the_recipe_rules(tmp_path, sample):
+    from backend.ensemble import load_ensemble
+
+    # a specialist that saw 40 rows beside one that saw them all: an equal vote lets the weak one blunt the strong
+    recipe = [TFIDF[0], {"name": "starved", "family": "tfidf", "params": {"max_rows": 40}}]
+    store = BundleStore(tmp_path)
+    ref, fitted = train_bundle(store, LABELS, False, sample, recipe, promote=False, key="fitted")
+    _, kept = train_bundle(store, LABELS, False, sample, recipe, promote=False, key="recipe", vote_weights="recipe")
+    weights = {e.name: e.weight for e in fitted.specialists}
+    assert weights["tfidf-lr"] > 1.2 > 0.8 > weights["starved"] > 0  # leaned on, yet still in the vote
+    assert sum(weights.values()) == pytest.approx(2.0, abs=1e-3)  # mean 1, like the recipe's
+    assert fitted.metrics["vote_weights"] == {"on": "holdout", **weights}
+    assert {e.name: e.weight for e in kept.specialists} == {"tfidf-lr": 1.0, "starved": 1.0}
+    assert kept.metrics["vote_weights"]["on"] == "recipe"
+    # the same specialists (seeded), a better vote on the held-out rows, and the served ensemble reads the weights
+    assert [m["accuracy"] for m in fitted.metrics["specialists"].values()] == \
+        [m["accuracy"] for m in kept.metrics["specialists"].values()]
+    assert fitted.metrics["ensemble"]["accuracy"] >= kept.metrics["ensemble"]["accuracy"]
+    assert load_ensemble(ref, fitted).weights == [weights["tfidf-lr"], weights["starved"]]
+    with pytest.raises(ValueError, match="VOTE_WEIGHTS"):
+        from backend.settings import Settings
+
+        Settings(vote_weights="equal")

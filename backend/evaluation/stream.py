@@ -150,7 +150,7 @@ class Harness:
         data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
         ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
                                      self.specialists, data_info={"text_col": "text", "label_col": "label"},
-                                     **self.runtime(settings))
+                                     vote_weights=settings.vote_weights, **self.runtime(settings))
         seconds = time.perf_counter() - t0
         ensemble = self.ensemble(settings, ref)
         stream = score(ensemble, self.data.stream)
@@ -259,6 +259,7 @@ class Harness:
                     np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)),
                 "calibration": {"temperature": served.manifest.temperature,
                                 **served.manifest.metrics.get("calibration", {})},
+                "vote_weights": {e.name: e.weight for e in served.manifest.specialists},
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
@@ -319,7 +320,8 @@ class Harness:
                          "replay_size": settings.replay_size, "gate_margin": settings.gate_margin,
                          "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc,
                          "domain_gate_cutoff": settings.domain_gate_cutoff,
-                         "calibrate_on": settings.calibrate_on},
+                         "calibrate_on": settings.calibrate_on,
+                         "vote_weights": settings.vote_weights},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
