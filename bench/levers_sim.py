@@ -30,7 +30,12 @@ from sklearn.neighbors import KNeighborsClassifier
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.decision.voting import calibrate, expected_calibration_error, fit_temperature  # noqa: E402
+from backend.decision.voting import (  # noqa: E402
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    fit_weights,
+)
 from backend.evaluation import data as eval_data  # noqa: E402
 
 D = ROOT.parent / "shared" / "data"
@@ -74,6 +79,18 @@ VARIANTS: dict[str, dict] = {
                                         "cut": 0.7, "temp": "blend_100"},
     "hw3+gate_cut_0.7+temp_replay": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
                                      "cut": 0.7, "temp": "replay"},
+    # The voting weights fitted with the temperature on the same rows (train_bundle's VOTE_WEIGHTS=fitted).
+    "gate_cut_0.7+temp_blend_100+vote_fitted": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard",
+                                                "cut": 0.7, "temp": "blend_100", "fitw": "blend"},
+    # ... on the held-out corrections alone, pulled towards equal weights as much as 100 of them would
+    "gate_cut_0.7+temp_blend_100+vote_project": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_hard",
+                                                 "cut": 0.7, "temp": "blend_100", "fitw": "project"},
+    "hw3+gate_cut_0.7+temp_blend_100+vote_project": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
+                                                     "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
+                                                     "fitw": "project"},
+    "hw3+gate_cut_0.7+temp_blend_100+vote_fitted": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
+                                                    "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
+                                                    "fitw": "blend"},
     "hw3+gate_cut_0.7+temp_holdout": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
                                       "cut": 0.7, "temp": "holdout"},
     "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
@@ -116,7 +133,7 @@ def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> di
 def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, np.ndarray], w: float = 10.0,
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
              project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
-             pseudo: float = 0.0, fitw: bool = False, stages_per: int = 1,
+             pseudo: float = 0.0, fitw: bool | str = False, stages_per: int = 1,
              gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
@@ -160,6 +177,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         return models
 
     vote = [np.ones(1)]  # the specialists' voting weights; fitted on held-out corrections with fitw
+    fitted: dict[int, np.ndarray] = {}  # fitw "blend": each model list's weights, fitted with its temperature
 
     def mean_proba(models: list, part: str, idx: np.ndarray | None = None, each: bool = False) -> np.ndarray:
         out = []
@@ -171,7 +189,8 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             out.append(p)
         if each:
             return np.stack(out)
-        wv = vote[0] if len(vote[0]) == len(out) else np.ones(len(out))
+        wv = fitted.get(id(models), vote[0])
+        wv = wv if len(wv) == len(out) else np.ones(len(out))
         return np.tensordot(wv / wv.sum(), np.stack(out), axes=1)
 
     n = len(y["stream"])
@@ -189,9 +208,19 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         rows = np.where(cal_rows)[0]
         if temp.startswith("blend") and held:  # the replayed rows count as `prior` held-out corrections' worth
             prior = float(temp.split("_")[1])
-            mean = np.vstack([mean_proba(ms, "stream", np.array(held)), mean_proba(ms, "source", rows)])
             w = np.r_[np.ones(len(held)), np.full(len(rows), prior / len(rows))]
+            if fitw == "blend":
+                each = np.concatenate([mean_proba(ms, "stream", np.array(held), each=True),
+                                       mean_proba(ms, "source", rows, each=True)], axis=1)
+                fitted[id(ms)] = fit_weights(list(each), np.r_[y["stream"][held], y["source"][rows]],
+                                             sample_weight=w)
+            if fitw == "project":
+                fitted[id(ms)] = fit_weights(list(mean_proba(ms, "stream", np.array(held), each=True)),
+                                             y["stream"][held], prior_rows=prior)
+            mean = np.vstack([mean_proba(ms, "stream", np.array(held)), mean_proba(ms, "source", rows)])
             return fit_temperature(mean, np.r_[y["stream"][held], y["source"][rows]], sample_weight=w)
+        if fitw in ("blend", "project"):
+            fitted[id(ms)] = fit_weights(list(mean_proba(ms, "source", rows, each=True)), y["source"][rows])
         if temp.startswith("holdout") and len(held) >= int(temp.partition("_")[2] or 30):
             return fit_temperature(mean_proba(ms, "stream", np.array(held)), y["stream"][held])
         return fit_temperature(mean_proba(ms, "source", rows), y["source"][rows])
@@ -230,7 +259,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             extra = accepted[conf_at[accepted] >= np.quantile(conf_at[accepted], 1 - pseudo)]
         models = fit(np.array(own, dtype=int), extra)
         held = [int(i) for i in np.where(reviewed)[0] if held_out(int(i))]
-        if fitw and len(held) >= 50:
+        if fitw is True and len(held) >= 50:
             vote[0] = fit_vote_weights(mean_proba(models, "stream", np.array(held), each=True), y["stream"][held])
         if mixture is True:
             seen = idx[-1] + 1
