@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|tweeteval|tweeteval-vote|offensive|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|tweeteval|tweeteval-vote|offensive|offensive-vote|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -119,6 +119,13 @@ run() {
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
     offensive)  # toxicity: cold start from TweetEval offensive val, stream its train, test its test
       "${EVAL[@]}" "${ROUTER[@]}" --name tweeteval-offensive --out docs/eval/offensive \
+        --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
+        --test $D/tweeteval-offensive/offensive__test_text.txt \
+        --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
+    offensive-vote)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
+      VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
+        "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out docs/eval/offensive-vote \
+        --name "tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote" \
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
