@@ -50,6 +50,11 @@ class Manifest:
     created_at: float = field(default_factory=time.time)
     version: str = ""
 
+    @property
+    def vote_weights(self) -> dict[str, float]:
+        """Each specialist's voting weight by name: fitted on held-out rows (VOTE_WEIGHTS) or the recipe's."""
+        return {s.name: s.weight for s in self.specialists}
+
     def compute_version(self) -> str:
         """Derived from the specialists' versions and how they are combined: same parts, same version."""
         parts = {

@@ -112,7 +112,7 @@ def cmd_bundles(args: argparse.Namespace, settings: Settings) -> None:
         manifest = store.manifest(cur) if cur else None
         if manifest is not None:  # what the prediction score's temperature was fitted on
             row["calibration"] = {"temperature": manifest.temperature, **manifest.metrics.get("calibration", {})}
-            row["vote_weights"] = {e.name: e.weight for e in manifest.specialists}
+            row["vote_weights"] = manifest.vote_weights
         gate = manifest.anchor if manifest is not None else {}
         if gate:  # a project bundle: is its domain gate on, against which anchor, and why
             row["domain_gate"] = {k: gate.get(k) for k in ("active", "key", "version", "mode", "cutoff", "auc",

@@ -259,7 +259,7 @@ class Harness:
                     np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)),
                 "calibration": {"temperature": served.manifest.temperature,
                                 **served.manifest.metrics.get("calibration", {})},
-                "vote_weights": {e.name: e.weight for e in served.manifest.specialists},
+                "vote_weights": served.manifest.vote_weights,
                 "training": outcome.status, "training_notes": outcome.notes,
                 "seconds_predict_review": round(predict_s, 1), "seconds_training": round(train_s, 1)})
             if bar is not None:
