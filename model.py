@@ -17,6 +17,7 @@ from typing import Any
 
 from backend import metrics
 from backend.bundles import BundleRef
+from backend.decision.audit import is_audit
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
 from backend.planning.service import SetupPlanner
@@ -188,7 +189,8 @@ class AutoAnnotatorModel:
                 chunk = texts[start : start + _CHUNK]
                 decisions = ensemble.predict(chunk, idx)
                 outcomes = self.review.apply(pid, control.multiple, names, chunk, decisions,
-                                             examples=lambda c=control: self._examples(pid, c.name), defer=defer)
+                                             examples=lambda c=control: self._examples(pid, c.name), defer=defer,
+                                             audited=self._audited(pid, tasks[start : start + _CHUNK]))
                 records, pending = [], []
                 for i, (d, o) in enumerate(zip(decisions, outcomes, strict=True), start):
                     scores[i].append(o.score)
@@ -226,6 +228,13 @@ class AutoAnnotatorModel:
         return out
 
     # -- helpers -------------------------------------------------------------------------------
+    def _audited(self, pid: str, tasks: Sequence[Any]) -> list[bool] | None:
+        """Which tasks REVIEW_AUDIT_SHARE sends to a human whatever the confidence; None when there is no audit."""
+        share = self.settings.review_audit_share
+        if share <= 0 or pid == "unknown":
+            return None
+        return [is_audit(pid, t.get("id") if isinstance(t.get("id"), int) else None, share) for t in tasks]
+
     def _texts(self, tasks: Sequence[Any], control: ChoiceControl) -> list[str]:
         texts, bad, huge = [], [], []
         limit = self.settings.max_text_chars

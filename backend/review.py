@@ -73,13 +73,15 @@ class HardSampleReview:
         return self._reviewer
 
     def apply(self, project_id: str, control_multiple: bool, names: Sequence[str], texts: Sequence[str],
-              decisions: Sequence[Decision], examples: Any = None, defer: bool = False) -> list[Outcome]:
+              decisions: Sequence[Decision], examples: Any = None, defer: bool = False,
+              audited: Sequence[bool] | None = None) -> list[Outcome]:
         """One Outcome per decision. `examples` is a callable giving few-shot (text, label) pairs, or a list.
 
         With `defer` (REVIEW_MODE=async) the LLM is not called: samples it would review come back with route
-        "pending" and the human-side score, for `settle` to finish in the background.
+        "pending" and the human-side score, for `settle` to finish in the background. `audited` flags the tasks
+        REVIEW_AUDIT_SHARE picked (`backend.decision.audit.is_audit`): they go to a human, never to the LLM.
         """
-        out, hard = self.triage(names, decisions)
+        out, hard = self.triage(names, decisions, audited=audited)
         if not hard:
             return self.count(out)
         reviewer = self.reviewer
@@ -104,24 +106,33 @@ class HardSampleReview:
             out[i] = o
         return self.count(out)
 
-    def triage(self, names: Sequence[str], decisions: Sequence[Decision], budget_items: int | None = None
-               ) -> tuple[list[Outcome], list[int]]:
+    def triage(self, names: Sequence[str], decisions: Sequence[Decision], budget_items: int | None = None,
+               audited: Sequence[bool] | None = None) -> tuple[list[Outcome], list[int]]:
         """Route each decision: "auto" outcomes for all, and the indices the LLM should review.
 
         `budget_items` is the batch REVIEW_MAX_SHARE is a share of, when the decisions are more than the batch: a
         backlog queue re-scores earlier accepted items beside the new ones, but the spend stays per new item.
+        `audited` decisions go to a human whatever their confidence, with the human-side score, and count against
+        REVIEW_MAX_SHARE before the hard ones: the audit is the unbiased sample calibration rests on.
         """
         out: list[Outcome] = []
         hard: list[int] = []
+        spot = 0
         for i, d in enumerate(decisions):
             labels = [names[j] for j in d.labels]
             r = route(d, self.settings.review_confidence_threshold, self.per_class, self.settings.review_rule, names)
+            if audited is not None and audited[i]:
+                out.append(Outcome(labels, route_score("human", d.confidence), "human",
+                                   f"{r.reason}; audit: a random spot check, reviewed by a human whatever the "
+                                   "confidence (REVIEW_AUDIT_SHARE)"))
+                spot += 1
+                continue
             out.append(Outcome(labels, route_score("auto", d.confidence), r.name, r.reason))
             if r.name == "llm":
                 hard.append(i)
         share = self.settings.review_max_share
         n_items = len(decisions) if budget_items is None else budget_items
-        hard, released = cap_review(hard, [d.confidence for d in decisions], n_items, share)
+        hard, released = cap_review(hard, [d.confidence for d in decisions], n_items, share, reserved=spot)
         for i in released:
             out[i].route = "auto"
             out[i].reason = f"{out[i].reason}; accepted: review share capped at {share:g} (REVIEW_MAX_SHARE)"

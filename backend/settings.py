@@ -97,6 +97,9 @@ class Settings:
     review_rule: str = "disagreement_or_confidence"
     review_class_thresholds: str = ""  # JSON {"Neutral": 0.8}
     review_max_share: float = 1.0  # at most this share of a batch is reviewed, least confident first; 1: no cap
+    # A random share of tasks (by a hash of the task id) a human reviews whatever the confidence, inside
+    # REVIEW_MAX_SHARE: the unbiased sample the temperature is fitted on (backend/decision/audit.py). 0: none.
+    review_audit_share: float = 0.0
     review_guideline: str = ""
     # Where hard samples are reviewed: "inline" inside /predict, or "async" (/predict answers with the ensemble's
     # labels at once; an rq job, or a thread without REDIS_URL, reviews them and pushes the results to Label Studio).
@@ -124,6 +127,8 @@ class Settings:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")
+        if not 0.0 <= self.review_audit_share < 1.0:
+            raise ValueError(f"REVIEW_AUDIT_SHARE must lie within [0, 1), not {self.review_audit_share}")
         if not 0.0 < self.domain_gate_cutoff < 1.0:
             raise ValueError(f"DOMAIN_GATE_CUTOFF must lie strictly between 0 and 1, not {self.domain_gate_cutoff}")
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"

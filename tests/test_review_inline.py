@@ -115,3 +115,24 @@ def test_cached_verdicts_make_no_second_call(session_settings, default_bundle, t
     assert fake.calls("what a great day at the beach") == 1
     record = client.get("/tasks/1/provenance").json["records"][0]
     assert record["route"] == "llm" and record["llm"]["status"] == "cached"
+
+
+def test_audited_tasks_go_to_a_human_whatever_the_confidence(session_settings, default_bundle, tmp_path, fake):
+    from backend.decision.audit import is_audit
+
+    # Nothing is hard (threshold 0, confidence rule): only the audit sends tasks anywhere, and never to the LLM.
+    client, _ = make(session_settings, tmp_path, fake, review_rule="confidence", review_confidence_threshold=0.0,
+                     review_audit_share=0.4)
+    texts = [f"an ordinary sentence number {i}" for i in range(12)]
+    r = client.post("/predict", json=body(texts, project="34.1"))
+    assert r.status_code == 200
+    spots = {i for i in range(1, 13) if is_audit("34", i, 0.4)}
+    assert 0 < len(spots) < 12
+    for i, result in enumerate(r.json["results"], start=1):
+        (record,) = client.get(f"/tasks/{i}/provenance").json["records"]
+        if i in spots:
+            assert record["route"] == "human" and "audit" in record["reason"] and result["score"] < 0.5
+        else:
+            assert record["route"] == "auto"
+        assert record["llm"] is None
+    assert sum(fake.calls(t) for t in texts) == 0

@@ -151,18 +151,19 @@ def final_route(status: str | None, verdict: str | None = None, error: str = "")
     return Route("human", f"{reason}: {error}" if error else reason)
 
 
-def cap_review(hard: Sequence[int], confidences: Sequence[float], n_items: int, max_share: float
-               ) -> tuple[list[int], list[int]]:
+def cap_review(hard: Sequence[int], confidences: Sequence[float], n_items: int, max_share: float,
+               reserved: int = 0) -> tuple[list[int], list[int]]:
     """Keep at most `max_share` of a batch's `n_items` for review, the least confident first.
 
     A team pays for review per item (LLM tokens or people's time); `REVIEW_MAX_SHARE` bounds that spend per batch
-    while the threshold still decides what is hard. Returns (kept, released) index lists; released items are
-    accepted as predicted. `max_share` >= 1 keeps everything.
+    while the threshold still decides what is hard. `reserved` items of the batch are already being reviewed (the
+    audit) and come out of the same share. Returns (kept, released) index lists; released items are accepted as
+    predicted. `max_share` >= 1 keeps everything.
     """
     hard = list(hard)
     if max_share >= 1.0 or not hard:
         return hard, []
-    limit = max(math.floor(max(max_share, 0.0) * n_items + 1e-9), 0)
+    limit = max(math.floor(max(max_share, 0.0) * n_items + 1e-9) - reserved, 0)
     if len(hard) <= limit:
         return hard, []
     order = sorted(hard, key=lambda i: (confidences[i], i))

@@ -1,0 +1,24 @@
+"""The audit: a fixed random share of tasks that a human reviews whatever the ensemble's confidence.
+
+Why: the router sends the least confident answers for review, so corrections of them tell how right the models are
+where they doubt, not where they are sure. A temperature fitted on those corrections softens every confident answer,
+and more of them fall below the review threshold stage after stage (docs/benchmarks.md §5). A uniform spot check is
+the one reviewed sample whose accuracy speaks for every task: the temperature is fitted on it, and it states what the
+auto-accepted labels are worth in a live project, where no gold label exists.
+
+Chosen by a hash of project and task id, like the gate's holdout (finetune/corrections.py): the same task is audited
+whenever it is predicted or annotated, on every machine, with no state kept; a larger share picks a superset of a
+smaller one. Pure stdlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def is_audit(project_id: str, task_id: int | None, share: float) -> bool:
+    """Whether REVIEW_AUDIT_SHARE picks this task for the audit (independent of the holdout's own hash)."""
+    if share <= 0.0 or task_id is None:
+        return False
+    digest = hashlib.sha256(f"audit:{project_id}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < share * 2**32
