@@ -149,7 +149,7 @@ def _review(job: dict[str, Any], settings: Settings, store: Store, review: HardS
     from finetune.corrections import CorrectionLog
 
     pid, control, names, items = job["project_id"], job["control"], list(job["names"]), job["items"]
-    corrections = CorrectionLog(store, settings.holdout_every)
+    corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
     shots = review.examples_for((pid, control), lambda: [
         r for r in corrections.rows(pid, control)
         if r["source"] == "human" and not r["holdout"] and len(r["choices"]) == 1])

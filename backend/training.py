@@ -120,6 +120,7 @@ def train_bundle(
     anchor: dict[str, Any] | None = None,
     domain_texts: Sequence[str] = (),
     calibration: LabelledData | None = None,
+    audited: np.ndarray | None = None,
     vote_weights: str = "fitted",
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
@@ -142,6 +143,10 @@ def train_bundle(
     `vote_weights` "fitted" (VOTE_WEIGHTS) fits each specialist's voting weight on those rows before the temperature
     (`fit_weights`): the vote leans on what is right on the project's own texts; "recipe" keeps the recipe's weights.
     Fitted weights move answers, so the gate's rows have seen a few fitted numbers; GATE_MARGIN absorbs that.
+    `audited` (REVIEW_AUDIT_SHARE > 0) marks the `calibration` rows of the audit, a random sample of the project's
+    tasks: the temperature is fitted on those beside the held-out replayed rows, not on the rows the router picked
+    for being unsure (on them a temperature learns to doubt, and softens every confident answer); while fewer than
+    max(10, labels) are audited, on the replayed rows alone. The weights are fitted on every held-out row.
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
@@ -198,23 +203,37 @@ def train_bundle(
         weights = [e.weight for e in entries]
         held = "replay holdout" if pool is not idx else "holdout"
         each, target, w = _calibration_rows(probas, y[ho], cal_probas, cal_y, len(labels))
+        weighed = bool(each)
         if vote_weights == "fitted" and each:
             weights = [round(float(x), 4) for x in fit_weights(each, target, multiple, sample_weight=w)]
             entries = [replace(e, weight=x) for e, x in zip(entries, weights, strict=True)]
+        spot = None
+        if use_cal and audited is not None:  # the temperature's rows: the audit's only
+            spot = np.asarray(audited, dtype=bool)
+            if spot.sum() < max(10, len(labels)):
+                spot = np.zeros(len(spot), bool)
+            each, target, w = _calibration_rows(probas, y[ho], [c[spot] for c in cal_probas], cal_y[spot],
+                                                len(labels))
         temperature = fit_temperature(mean_probabilities(each, weights), target, multiple, sample_weight=w) \
             if each else 1.0
-        on = (f"project holdout + {held}" if len(ho) else "project holdout") if len(target) > len(ho) else held
-        if each:
-            metrics["vote_weights"] = {"on": on if vote_weights == "fitted" else "recipe",
+        project = "project holdout" if spot is None else "project audit"
+        on = (f"{project} + {held}" if len(ho) else project) if len(target) > len(ho) else held
+        if weighed:
+            weights_on = on if spot is None else (f"project holdout + {held}" if len(ho) else "project holdout")
+            metrics["vote_weights"] = {"on": weights_on if vote_weights == "fitted" else "recipe",
                                        **{e.name: e.weight for e in entries}}
         if len(target) > len(ho):
             # ECE on the project's held-out corrections: in-sample for the one scalar, a description, not a test
+            rows_p = [c if spot is None else c[spot] for c in cal_probas]
+            rows_y = cal_y if spot is None else cal_y[spot]
             metrics["calibration"] = {"on": on, "rows": len(target),
                                       "held_out_weight": CALIBRATION_PRIOR_ROWS if len(ho) else 0,
-                                      "project_rows": len(cal_y), "temperature": temperature,
-                                      **_calibrated(cal_probas, weights, cal_y, temperature, multiple)[2]}
+                                      "project_rows": len(rows_y), "temperature": temperature,
+                                      **_calibrated(rows_p, weights, rows_y, temperature, multiple)[2]}
         elif len(ho):
             metrics["calibration"] = {"on": held, "rows": len(ho)}
+        if spot is not None:
+            metrics.setdefault("calibration", {})["audit_rows"] = int(np.asarray(audited, dtype=bool).sum())
         if len(ho):
             cal, pred, ece = _calibrated(probas, weights, y[ho], temperature, multiple)
             metrics["ensemble"] = {**_scores(y[ho], pred, multiple), **ece,

@@ -3,7 +3,8 @@
 Webhook payloads are turned into one row per annotated `<Choices>` control, written before
 /webhook answers. ANNOTATION_UPDATED replaces the row of its annotation; ANNOTATIONS_DELETED
 retracts rows (kept, never trained on). A fixed share of tasks — chosen by a hash of the task id,
-so the choice never changes — is held out from training to gate new versions.
+so the choice never changes — is held out from training to gate new versions; so are audited tasks
+(REVIEW_AUDIT_SHARE, backend/decision/audit.py), which the temperature is fitted on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 
+from backend.decision.audit import is_audit
 from backend.labelconfig import LabelConfigError, parse_label_config
 from backend.store import Store, corrections
 
@@ -62,9 +64,14 @@ def extract(body: dict[str, Any], fallback_config: str | None = None) -> list[di
 
 
 class CorrectionLog:
-    def __init__(self, store: Store, holdout_every: int = 5):
+    def __init__(self, store: Store, holdout_every: int = 5, audit_share: float = 0.0):
         self.store = store
         self.holdout_every = holdout_every
+        self.audit_share = audit_share
+
+    def held_out(self, project_id: str, task_id: int | None) -> bool:
+        """Frozen from training: the gate's holdout, and the audit (a sample is only unbiased if never trained on)."""
+        return is_holdout(project_id, task_id, self.holdout_every) or is_audit(project_id, task_id, self.audit_share)
 
     def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human") -> int:
         """Insert or replace (same annotation and control) each record; returns how many were written."""
@@ -85,7 +92,7 @@ class CorrectionLog:
                     conn.execute(insert(corrections).values(
                         project_id=project_id, task_id=r.get("task_id"), annotation_id=r.get("annotation_id"),
                         control=r["control"], source=source, created_at=now,
-                        holdout=source == "human" and is_holdout(project_id, r.get("task_id"), self.holdout_every),
+                        holdout=source == "human" and self.held_out(project_id, r.get("task_id")),
                         **values))
         return len(records)
 

@@ -30,7 +30,7 @@ def project_id_of(body: dict[str, Any]) -> str | None:
 class Intake:
     def __init__(self, store: Store, settings: Settings, has_bundle: Callable[[str], bool]):
         self.store = store
-        self.corrections = CorrectionLog(store, settings.holdout_every)
+        self.corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
         self.jobs = TrainingJobs(store, settings)
         self.policy = policy_from(settings)
         self.has_bundle = has_bundle

@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score
 
 from backend.bundles import BundleRef, BundleStore, Manifest
 from backend.datasets import LabelledData, load_labelled
+from backend.decision.audit import is_audit
 from backend.labelconfig import ChoiceControl, normalise_label, parse_label_config, project_bundle_key
 from backend.settings import Settings
 from backend.store import Store
@@ -210,7 +211,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                                         "PROJECT_UPDATED seen)"])
     space = parse_label_config(project["label_config"])
     bundles = BundleStore(settings.model_dir)
-    corrections = CorrectionLog(store, settings.holdout_every)
+    corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
     policy = policy_from(settings)
     out = StageOutcome("skipped")
     trained = promoted = 0
@@ -262,6 +263,9 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                                                        [list(r["choices"]) for r in holdout_rows],
                                                        f"project {project_id} held-out corrections")
                               if settings.calibrate_on == "project" else None,
+                              audited=np.array([is_audit(project_id, r["task_id"], settings.review_audit_share)
+                                                for r in holdout_rows], dtype=bool)
+                              if settings.review_audit_share > 0 else None,
                               vote_weights=settings.vote_weights,
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],

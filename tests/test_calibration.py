@@ -10,6 +10,7 @@ import pytest
 
 from backend.bundles import BundleStore
 from backend.datasets import LabelledData, load_labelled
+from backend.decision.audit import is_audit
 from backend.decision.voting import expected_calibration_error, fit_temperature
 from backend.ensemble import load_ensemble
 from backend.labelconfig import parse_label_config, project_bundle_key
@@ -126,3 +127,56 @@ def test_the_trainer_calibrates_on_the_projects_frozen_holdout(tmp_path, finance
 def test_an_unknown_calibration_source_is_refused():
     with pytest.raises(ValueError, match="CALIBRATE_ON must be one of"):
         Settings.from_env({"CALIBRATE_ON": "source"})
+
+
+def test_an_audit_calibrates_truer_than_the_corrections_the_router_picked(tmp_path, finance):
+    """The router reviews the least confident answers; a temperature fitted on their corrections learns to doubt
+    and misstates the confidence of every other task. Fitted on a random audit, it states it truer."""
+    replay = load_labelled(SAMPLE)
+    own, pool = _take(finance, range(600)), _take(finance, range(600, 1800))
+    unseen = _take(finance, range(1800, len(finance.texts)))
+    data = LabelledData(own.texts + replay.texts, own.labels + replay.labels, "project corrections")
+    replayed = np.r_[np.zeros(len(own.texts), bool), np.ones(len(replay.texts), bool)]
+    store = BundleStore(tmp_path)
+    kw = dict(promote=False, sample_weight=np.where(replayed, 1.0, 10.0), replay_rows=replayed,
+              vote_weights="recipe")
+    ref, manifest = train_bundle(store, LABELS, False, data, RECIPE, key="cold", **kw)
+    conf, _ = _confidence_and_right(load_ensemble(ref, manifest), pool)
+    hard = list(np.argsort(conf, kind="stable")[:250])  # what a ~20 % review budget would have picked
+    audit = list(np.random.default_rng(3).choice(len(pool.texts), 300, replace=False))  # a uniform sample
+    rows = _take(pool, [*hard, *audit])
+    built = {}
+    for name, audited in (("picked", None), ("audit", np.r_[np.zeros(250, bool), np.ones(300, bool)]),
+                          ("few", np.r_[np.zeros(545, bool), np.ones(5, bool)])):
+        ref, manifest = train_bundle(store, LABELS, False, data, RECIPE, key=name, calibration=rows,
+                                     audited=audited, **kw)
+        built[name] = (manifest, load_ensemble(ref, manifest))
+    picked, audited_m, few = (built[k][0].metrics["calibration"] for k in ("picked", "audit", "few"))
+    assert picked["on"] == "project holdout + replay holdout" and picked["project_rows"] == 550
+    assert audited_m["on"] == "project audit + replay holdout" and audited_m["project_rows"] == 300
+    assert audited_m["audit_rows"] == 300 and "audit_rows" not in picked
+    # Too few audited rows to say anything yet: the held-out replayed rows alone, never the picked ones.
+    assert few["on"] == "replay holdout" and few["audit_rows"] == 5
+    conf_p, right_p = _confidence_and_right(built["picked"][1], unseen)
+    conf_a, right_a = _confidence_and_right(built["audit"][1], unseen)
+    assert np.array_equal(right_p, right_a)  # the same answers: only the temperature differs
+    ece_p, ece_a = expected_calibration_error(conf_p, right_p), expected_calibration_error(conf_a, right_a)
+    assert ece_a < ece_p, (ece_a, ece_p)
+
+
+def test_the_trainer_fits_the_temperature_on_the_audited_corrections(tmp_path, finance):
+    settings = Settings.from_env({}, data_dir=tmp_path, bootstrap_min_annotations=10, review_audit_share=0.3)
+    store = Store(settings.database_url)
+    store.note_project("7", parse_label_config(CONFIG).config_hash, None, [], [], CONFIG)
+    log = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
+    log.record("7", [{"control": "sentiment", "choices": finance.labels[i], "text": finance.texts[i], "task_id": i,
+                      "annotation_id": i + 1, "annotator": "a@example.com"} for i in range(300)], seq=1)
+    spot = [i for i in range(300) if is_audit("7", i, 0.3)]
+    held = [r for r in log.rows("7", "sentiment") if r["holdout"]]
+    assert {r["task_id"] for r in held} >= set(spot) and len(held) > len(spot)
+    assert run_stage("7", settings, store).status == "promoted"
+    bundles = BundleStore(settings.model_dir)
+    manifest = bundles.manifest(bundles.current(project_bundle_key("7", "sentiment")))
+    cal = manifest.metrics["calibration"]
+    assert cal["on"] == "project audit + holdout" and cal["project_rows"] == cal["audit_rows"] == len(spot)
+    assert manifest.metrics["vote_weights"]["on"] == "project holdout + holdout"  # weights: every held-out row
