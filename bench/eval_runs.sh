@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|tweeteval|tweeteval-vote|offensive|offensive-vote|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-vote|offensive-audit|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -31,6 +31,10 @@ export CALIBRATE_ON=${CALIBRATE_ON:-replay}
 # Runs quoted from before the voting weights were fitted keep the recipe's (equal) weights; the *-vote runs use the
 # service's default (VOTE_WEIGHTS=fitted).
 export VOTE_WEIGHTS=${VOTE_WEIGHTS:-recipe}
+# Runs quoted from before the audit existed review none; the *-audit runs spend AUDIT of each stage (inside the same
+# 25%) on a random spot check that the temperature is fitted on (REVIEW_AUDIT_SHARE).
+export REVIEW_AUDIT_SHARE=${REVIEW_AUDIT_SHARE:-0}
+AUDIT=${AUDIT:-0.03}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
 ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
@@ -41,10 +45,10 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
       local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=() gate=$DOMAIN_GATE cutoff=
-      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS
+      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
       if [ "$1" = tse-ft ]; then
         hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
@@ -66,11 +70,15 @@ run() {
         hw=3 out=docs/eval/tse-vote extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted
         name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
       fi
-      VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      if [ "$1" = tse-audit ]; then  # ... and the temperature fitted on a random audit instead of the hard holdout
+        hw=3 out=docs/eval/tse-audit extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted audit=$AUDIT
+        name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
+      fi
+      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
@@ -100,6 +108,11 @@ run() {
         knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
       fi
+      if [ "$1" = financial-audit ]; then  # ... and the temperature fitted on a random audit
+        out=docs/eval/financial-audit extra=(--specialists "$FT")
+        knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted REVIEW_AUDIT_SHARE=$AUDIT)
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
+      fi
       env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
@@ -110,10 +123,14 @@ run() {
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 \
         --stream $D/tweeteval-sentiment/sentiment__test_text.txt --label-map '{"0": "negative", "1": "neutral", "2": "positive"}' \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    tweeteval-vote)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
-      VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
-        "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out docs/eval/tweeteval-vote \
-        --name "tweeteval-sentiment, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote" \
+    tweeteval-vote|tweeteval-audit)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
+      local out=docs/eval/tweeteval-vote audit=0 name="tweeteval-sentiment, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
+      if [ "$1" = tweeteval-audit ]; then
+        out=docs/eval/tweeteval-audit audit=$AUDIT
+        name="tweeteval-sentiment, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
+      fi
+      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
+        "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out "$out" --name "$name" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 \
         --stream $D/tweeteval-sentiment/sentiment__test_text.txt --label-map '{"0": "negative", "1": "neutral", "2": "positive"}' \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
@@ -122,10 +139,14 @@ run() {
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
-    offensive-vote)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
-      VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
-        "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out docs/eval/offensive-vote \
-        --name "tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote" \
+    offensive-vote|offensive-audit)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
+      local out=docs/eval/offensive-vote audit=0 name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
+      if [ "$1" = offensive-audit ]; then
+        out=docs/eval/offensive-audit audit=$AUDIT
+        name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
+      fi
+      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
+        "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out "$out" --name "$name" \
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;

@@ -91,6 +91,13 @@ VARIANTS: dict[str, dict] = {
     "hw3+gate_cut_0.7+temp_blend_100+vote_fitted": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
                                                     "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
                                                     "fitw": "blend"},
+    # A random audit share reviewed whatever its confidence, inside the same 25%: the temperature on it alone.
+    "gate_cut_0.7+temp_blend_100+vote_fitted+audit_3pct": {"project": True, "calib": 0.0, "layers": 3,
+                                                           "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
+                                                           "fitw": "blend", "audit": 0.03},
+    "hw3+gate_cut_0.7+temp_blend_100+vote_fitted+audit_3pct": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
+                                                               "mixture": "seen_hard", "cut": 0.7,
+                                                               "temp": "blend_100", "fitw": "blend", "audit": 0.03},
     "hw3+gate_cut_0.7+temp_holdout": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
                                       "cut": 0.7, "temp": "holdout"},
     "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
@@ -134,7 +141,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
              project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
              pseudo: float = 0.0, fitw: bool | str = False, stages_per: int = 1,
-             gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None) -> dict:
+             gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None, audit: float = 0.0) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
@@ -151,6 +158,9 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
 
     def held_out(i: int) -> bool:
         return int(hashlib.md5(str(i).encode()).hexdigest(), 16) % holdout_every == 0
+
+    def audited(i: int) -> bool:  # REVIEW_AUDIT_SHARE: a random spot check, reviewed whatever its confidence
+        return audit > 0 and int(hashlib.md5(f"audit:{i}".encode()).hexdigest(), 16) % 10_000 < audit * 10_000
 
     # temp: the ensemble's temperature, fitted as train_bundle does on 15% of the replayed rows held out ("replay"),
     # or on the frozen held-out corrections ("holdout", the replay until there are 30 of them); None: no scaling.
@@ -202,10 +212,22 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
 
     temps = [1.0, 1.0]  # the project's models, the cold start's
 
-    def temperature(ms: list, held: list[int]) -> float:
+    def temperature(ms: list, held: list[int], spot: list[int] | None = None) -> float:
+        """`spot`: the audited rows; the weights are fitted on every held-out row, the temperature on these."""
         if not temp:
             return 1.0
         rows = np.where(cal_rows)[0]
+        if temp.startswith("blend") and held and spot is not None and fitw == "blend":
+            prior = float(temp.split("_")[1])
+            w = np.r_[np.ones(len(held)), np.full(len(rows), prior / len(rows))]
+            each = np.concatenate([mean_proba(ms, "stream", np.array(held), each=True),
+                                   mean_proba(ms, "source", rows, each=True)], axis=1)
+            fitted[id(ms)] = fit_weights(list(each), np.r_[y["stream"][held], y["source"][rows]], sample_weight=w)
+            if len(spot) < 10:
+                return fit_temperature(mean_proba(ms, "source", rows), y["source"][rows])
+            w = np.r_[np.ones(len(spot)), np.full(len(rows), prior / len(rows))]
+            mean = np.vstack([mean_proba(ms, "stream", np.array(spot)), mean_proba(ms, "source", rows)])
+            return fit_temperature(mean, np.r_[y["stream"][spot], y["source"][rows]], sample_weight=w)
         if temp.startswith("blend") and held:  # the replayed rows count as `prior` held-out corrections' worth
             prior = float(temp.split("_")[1])
             w = np.r_[np.ones(len(held)), np.full(len(rows), prior / len(rows))]
@@ -240,6 +262,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
     hard_test, ece_test, temp_by_stage = [], [], []
     reviewed = np.zeros(n, bool)
     own: list[int] = []
+    spot: list[int] = []
     stages = []
     for start in range(0, n, stage_size):
         idx = np.arange(start, min(start + stage_size, n))
@@ -249,8 +272,15 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
         budget = round(share * (1 - reserve) * len(idx))
         pool = np.where(~reviewed[:idx[-1] + 1])[0] if backlog else idx
         conf = proba("stream", pool).max(1) if backlog else p.max(1)
+        spot_now = np.array([i for i in idx if audited(int(i))], dtype=int)
+        if len(spot_now):  # the audit comes out of the same budget; the hardest of the rest take what is left
+            free = ~np.isin(pool, spot_now)
+            pool, conf = pool[free], conf[free]
+            budget = max(budget - len(spot_now), 0)
         pick = pool[np.argsort(conf, kind="stable")[:budget]]
         reviewed[pick] = True
+        reviewed[spot_now] = True
+        spot += [int(i) for i in spot_now]
         own += [int(i) for i in pick if not held_out(int(i))]
         extra = None
         if pseudo:  # accepted, unreviewed items above the pseudo-quantile of their stage's confidence
@@ -258,7 +288,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             accepted = seen[~reviewed[seen]]
             extra = accepted[conf_at[accepted] >= np.quantile(conf_at[accepted], 1 - pseudo)]
         models = fit(np.array(own, dtype=int), extra)
-        held = [int(i) for i in np.where(reviewed)[0] if held_out(int(i))]
+        held = sorted({int(i) for i in np.where(reviewed)[0] if held_out(int(i)) and not audited(int(i))} | set(spot))
         if fitw is True and len(held) >= 50:
             vote[0] = fit_vote_weights(mean_proba(models, "stream", np.array(held), each=True), y["stream"][held])
         if mixture is True:
@@ -279,7 +309,7 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             auc = roc_auc_score(yd, cross_val_predict(lr, xd, yd, cv=3, method="predict_proba")[:, 1])
             gate_auc.append(round(float(auc), 4))
             domain[0] = lr.fit(xd, yd) if auc >= gate_min_auc else None
-        temps[0] = temperature(models, held)
+        temps[0] = temperature(models, held, spot if audit else None)
         pt = proba("test")
         stages.append(round(float((pt.argmax(1) == y["test"]).mean()), 4))
         hard_test.append(round(float((pt.max(1) < 0.9).mean()), 4))

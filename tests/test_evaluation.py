@@ -110,6 +110,26 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert len(history) >= 1  # the project bundle the stages promoted
 
 
+def test_an_audit_is_reviewed_within_the_same_spend_and_calibrates_the_later_stages(harness):
+    from backend.decision.audit import is_audit
+
+    r = harness.run("audit", make_reviewer("oracle", harness.settings), stage_size=80, review_rule="confidence",
+                    review_confidence_threshold=0.6, review_max_share=0.3, gate_margin=1.0, review_audit_share=0.1)
+    spots = [i for i in range(240) if is_audit("evaluation", i, 0.1)]
+    assert sum(s["audit_items"] for s in r["stages"]) == len(spots) >= 10
+    assert all(s["reviewed_share"] <= 0.3 + 1e-9 for s in r["stages"])  # the audit comes out of REVIEW_MAX_SHARE
+    assert all(0 <= s["audit_auto_right"] <= s["audit_auto_items"] <= s["audit_items"] for s in r["stages"])
+    assert r["settings"]["review_audit_share"] == 0.1
+    # Stage by stage the audited corrections pile up; once there are ten, the temperature is fitted on them.
+    rows = [s["calibration"]["audit_rows"] for s in r["stages"]]
+    assert rows == sorted(rows) and rows[-1] == sum(s["audit_items"] for s in r["stages"])
+    assert all(s["calibration"]["on"] == ("project audit + replay holdout" if n >= 10 else "replay holdout")
+               for s, n in zip(r["stages"], rows, strict=True))
+    claim = r["audit_claim"]
+    assert claim["unseen"] == r["test_auto_accuracy"] and "audited items" in claim["basis"]
+    assert claim["met"] == (claim["unseen"] >= claim["stated"])
+
+
 def test_the_stated_auto_accuracy_is_a_lower_bound_the_checked_items_support():
     from backend.evaluation.stream import auto_claim, wilson_lower
 

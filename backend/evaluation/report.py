@@ -21,8 +21,8 @@ def _ece(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} pt"
 
 
-def _claim(main: dict[str, Any]) -> str:
-    c = main.get("auto_accuracy_claim") or {}
+def _claim(main: dict[str, Any], key: str = "auto_accuracy_claim") -> str:
+    c = main.get(key) or {}
     if c.get("met") is None:
         return "n/a"
     return f"{_pct(c['stated'])} → {_pct(c['unseen'])}: {'met' if c['met'] else 'missed'}"
@@ -51,6 +51,8 @@ def markdown(results: dict[str, Any]) -> str:
         ("auto-accepted share / accuracy (unseen test, final models)",
          f"{_pct(main['test_auto_share'])} / {_pct(main['test_auto_accuracy'])}"),
         ("auto-accepted accuracy stated (95% lower bound, last stage) → unseen test", _claim(main)),
+        *([("auto-accepted accuracy stated from the audit (95% lower bound, last 3 stages) → unseen test",
+            _claim(main, "audit_claim"))] if main.get("audit_claim") else []),
         ("reviewer accuracy on what it settled", _pct(main["reviewer_accuracy"])),
         ("plain vote, no review, no learning (stream)", _pct(main["vote_accuracy"])),
         ("same router and reviewer, no learning (oracle)",

@@ -23,6 +23,7 @@ import numpy as np
 
 from backend.bundles import BundleRef, BundleStore
 from backend.datasets import LabelledData
+from backend.decision.audit import is_audit
 from backend.decision.voting import Decision, expected_calibration_error
 from backend.evaluation.base import HardSample, StreamReviewer, Verdict
 from backend.evaluation.data import EvalData, Split
@@ -190,7 +191,7 @@ class Harness:
         settings = self.settings_for(run_dir, **changes)
         store = Store(settings.database_url)
         store.note_project(PROJECT, self.space.config_hash, None, [], [], self.config)
-        corrections = CorrectionLog(store, settings.holdout_every)
+        corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
         router = HardSampleReview(settings)
         names = list(self.data.labels)
         stream = self.data.stream
@@ -205,19 +206,36 @@ class Harness:
             ensemble = self.ensemble(settings, self.current(settings))
             scored = score(ensemble, part)
             store.note_texts(PROJECT, [(i, stream.texts[i]) for i in new])  # as /predict notes a project's tasks
-            outcomes, hard = router.triage(names, scored.decisions, budget_items=len(new))
             first_new = len(backlog)
+            # REVIEW_AUDIT_SHARE: new items the service would send to a human whatever their confidence
+            flags = [k >= first_new and is_audit(PROJECT, pool[k], settings.review_audit_share)
+                     for k in range(len(pool))] if settings.review_audit_share > 0 else None
+            spots = [k for k, f in enumerate(flags or []) if f]
+            outcomes, hard = router.triage(names, scored.decisions, budget_items=len(new), audited=flags)
+            # What the router would have done without the audit: the stage's hard share, and which audited
+            # items stand for the auto-accepted ones.
+            plain_out, plain_hard = router.triage(names, scored.decisions, budget_items=len(new)) if spots \
+                else (outcomes, hard)
             hard_new = sum(1 for k in hard if k >= first_new)
             samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
                                   scored.decisions[k].confidence, scored.decisions[k].probabilities) for k in hard]
             verdicts = reviewer.review(PROJECT, names, samples) if samples else []
             by_pos = dict(zip(hard, verdicts, strict=True))
+            # The audit is a person's job in the service (never the LLM's): a human reviewer takes it, else gold.
+            audit_samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
+                                        scored.decisions[k].confidence, scored.decisions[k].probabilities)
+                             for k in spots]
+            audit_verdicts = (reviewer.review(PROJECT, names, audit_samples) if reviewer.source == "human"
+                              else [Verdict(x.gold, "audit: settled by a human") for x in audit_samples]) \
+                if spots else []
+            by_pos.update(zip(spots, audit_verdicts, strict=True))
             for k in range(first_new, len(pool)):
                 state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+            spot_set = set(spots)
             for k, v in by_pos.items():
                 i, text = pool[k], part.texts[k]
                 predicted = state.items[i].predicted
-                human = False
+                human = k in spot_set
                 if v.label is None and human_fallback:
                     v = Verdict(part.labels[k], f"{v.status}; settled by a human (oracle fallback)",
                                 v.prompt_tokens, v.completion_tokens, v.cost_usd, v.raw)
@@ -241,10 +259,16 @@ class Harness:
             # The same question on fixed items: stage samples differ in difficulty, the test set does not.
             test_out, test_hard = router.triage(names, after.decisions)
             auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
+            would_auto = [k for k in spots if k not in set(plain_hard)]
             state.stages.append({
                 "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
-                "hard_share_before_cap": below_threshold(outcomes, hard, first_new) / len(new),
-                "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in hard) / len(new),
+                "hard_share_before_cap": below_threshold(plain_out, plain_hard, first_new) / len(new),
+                "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in [*hard, *spots]) / len(new),
+                # The audit: the ensemble's own answer on a random sample, as a live project would check it.
+                "audit_items": len(spots),
+                "audit_accuracy": _mean([scored.predicted[k] == part.labels[k] for k in spots]),
+                "audit_auto_items": len(would_auto),
+                "audit_auto_right": sum(scored.predicted[k] == part.labels[k] for k in would_auto),
                 "reviewed_from_backlog": len(hard) - hard_new,
                 "auto_accuracy": _mean([it.label == y for it, y in auto]), "auto_items": len(auto),
                 "disagreement_share": _mean([not scored.decisions[k].unanimous for k in range(first_new, len(pool))]),
@@ -321,7 +345,8 @@ class Harness:
                          "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc,
                          "domain_gate_cutoff": settings.domain_gate_cutoff,
                          "calibrate_on": settings.calibrate_on,
-                         "vote_weights": settings.vote_weights},
+                         "vote_weights": settings.vote_weights,
+                         "review_audit_share": settings.review_audit_share},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
@@ -331,6 +356,8 @@ class Harness:
                                       "project_share": scored.project_share}
         figures["test_tradeoff"] = review_curve(final_test, self.data.test.labels)
         figures["auto_accuracy_claim"] = auto_claim(state.stages[-1], figures["test_auto_accuracy"])
+        if settings.review_audit_share > 0:
+            figures["audit_claim"] = audit_claim(state.stages, figures["test_auto_accuracy"])
         return figures
 
 
@@ -376,6 +403,21 @@ def auto_claim(last_stage: dict[str, Any], unseen: float | None) -> dict[str, An
     n, acc = last_stage.get("auto_items", 0), last_stage.get("auto_accuracy")
     stated = wilson_lower(round(acc * n), n) if acc is not None else None
     return {"stated": stated, "basis": f"stage {last_stage['stage']}: {n} auto-accepted items, Wilson 95% lower bound",
+            "unseen": unseen, "met": None if stated is None or unseen is None else unseen >= stated}
+
+
+def audit_claim(stages: Sequence[dict[str, Any]], unseen: float | None, last: int = 3) -> dict[str, Any]:
+    """The auto-accepted accuracy a live project can state without gold labels: from the audited items the router
+    would have accepted, over the last `last` stages (older models count too, so it errs low), as a Wilson 95%
+    lower bound, checked against the final models' auto-accepted share of the unseen test set."""
+    recent = list(stages)[-last:]
+    n = sum(s.get("audit_auto_items", 0) for s in recent)
+    right = sum(s.get("audit_auto_right", 0) for s in recent)
+    stated = wilson_lower(right, n)
+    first = recent[0]["stage"] if recent else None
+    return {"stated": stated, "observed": right / n if n else None,
+            "basis": f"stages {first}-{recent[-1]['stage'] if recent else None}: {n} audited items the router "
+                     "would have accepted, Wilson 95% lower bound",
             "unseen": unseen, "met": None if stated is None or unseen is None else unseen >= stated}
 
 
