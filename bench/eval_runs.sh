@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-vote|offensive-audit|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -139,13 +139,17 @@ run() {
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
-    offensive-vote|offensive-audit)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
-      local out=docs/eval/offensive-vote audit=0 name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
+    offensive-vote|offensive-audit|offensive-cal)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
+      local out=docs/eval/offensive-vote audit=0 vote=fitted name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
+      if [ "$1" = offensive-cal ]; then  # offensive-vote with the recipe's equal vote: which of the two fits moves the hard share
+        out=docs/eval/offensive-cal vote=recipe
+        name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project"
+      fi
       if [ "$1" = offensive-audit ]; then
         out=docs/eval/offensive-audit audit=$AUDIT
         name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
       fi
-      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=fitted CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
+      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
         "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out "$out" --name "$name" \
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \

@@ -19,7 +19,11 @@ def claim(run: dict) -> str:
     c = run.get("auto_accuracy_claim")
     if not c or c.get("met") is None:
         return "not stated (run before the claim existed)" if not c else "n/a"
-    return f"{pct(c['stated'])} → {pct(c['unseen'])}, {'met' if c['met'] else 'missed'}"
+    out = f"{pct(c['stated'])} → {pct(c['unseen'])}, {'met' if c['met'] else 'missed'}"
+    a = run.get("audit_claim")  # runs with REVIEW_AUDIT_SHARE: the claim a live project can make from its audit
+    if a and a.get("met") is not None:
+        out += f"; from the audit {pct(a['stated'])}, {'met' if a['met'] else 'missed'}"
+    return out
 
 
 def test_below(stages: list[dict]) -> str:
