@@ -30,6 +30,7 @@ def ensure_default_bundle(settings: Settings) -> BundleRef | None:
 
     log.info("no bundle for %s yet: training the default one from %s", control.bundle_key, SAMPLE_DATA.name)
     ref, manifest = train_bundle(store, control.labels, control.multiple, load_labelled(SAMPLE_DATA),
-                                 vote_weights=settings.vote_weights, **settings.runtime)
+                                 vote_weights=settings.vote_weights,
+                                 calibrate_split=settings.calibrate_split, **settings.runtime)
     log.info("default bundle %s ready: %s", ref.version, manifest.metrics.get("ensemble"))
     return ref

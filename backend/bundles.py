@@ -42,6 +42,9 @@ class Manifest:
     specialists: list[SpecialistEntry]
     temperature: float = 1.0
     threshold: float = 0.5
+    # CALIBRATE_SPLIT=agreement: the temperature of the tasks every specialist answers alike (`temperature` is then
+    # the others'); None: one temperature for all, as every bundle built before it.
+    unanimous_temperature: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # where the training data came from
     # The domain gate (backend/domain_gate.py): the bundle the project started from, and whether a domain model
@@ -64,6 +67,8 @@ class Manifest:
             "temperature": round(self.temperature, 6),
             "threshold": self.threshold,
         }
+        if self.unanimous_temperature is not None:
+            parts["unanimous_temperature"] = round(self.unanimous_temperature, 6)
         if self.anchor.get("active"):
             parts["anchor"] = [self.anchor["key"], self.anchor["version"], self.anchor["domain_version"],
                                self.anchor["mode"], self.anchor.get("cutoff", 0.5)]

@@ -79,7 +79,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> None:
         sys.exit(f"{args.data}: no labelled rows found")
     ref, manifest = train_bundle(BundleStore(settings.model_dir), control.labels, control.multiple, data,
                                  _json_arg(args.specialists), promote=not args.no_promote,
-                                 vote_weights=settings.vote_weights, **settings.runtime)
+                                 vote_weights=settings.vote_weights,
+                                 calibrate_split=settings.calibrate_split, **settings.runtime)
     print(json.dumps({"bundle_key": ref.key, "model_version": ref.version, "path": str(ref.path),
                       "promoted": not args.no_promote, "metrics": manifest.metrics}, indent=2))
 

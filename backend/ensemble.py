@@ -71,7 +71,7 @@ class Ensemble:
         cols = list(range(len(self.labels))) if columns is None else list(columns)
         if cols != list(range(len(self.labels))):
             probas = restrict(probas, cols, m.multiple)
-        own = decide(probas, self.weights, m.temperature, m.multiple, m.threshold)
+        own = decide(probas, self.weights, m.temperature, m.multiple, m.threshold, m.unanimous_temperature)
         if self.anchor is None:
             return own
         share = self.project_share(texts) if share is None else share

@@ -70,6 +70,9 @@ class Settings:
     # vote leans on the specialists that are right on the project's texts, or "recipe" (the recipe's, equal unless a
     # plan says otherwise). An equal vote let a 54 % naive Bayes blunt a 74 % fine-tuned MiniLM on tweets (§5).
     vote_weights: str = "fitted"
+    # "agreement": two temperatures, one for the tasks every specialist answers alike and one for the others; "off":
+    # one for all (backend/decision/voting.fit_split_temperature).
+    calibrate_split: str = "off"
     finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
@@ -123,7 +126,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full")),
-                              ("calibrate_on", ("project", "replay")), ("vote_weights", ("fitted", "recipe"))):
+                              ("calibrate_on", ("project", "replay")), ("vote_weights", ("fitted", "recipe")),
+                              ("calibrate_split", ("agreement", "off"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")

@@ -16,7 +16,15 @@ from sklearn.model_selection import train_test_split
 
 from backend.bundles import BundleRef, BundleStore, Manifest, SpecialistEntry
 from backend.datasets import LabelledData
-from backend.decision.voting import decide, expected_calibration_error, fit_temperature, fit_weights, mean_probabilities
+from backend.decision.voting import (
+    decide,
+    expected_calibration_error,
+    fit_split_temperature,
+    fit_temperature,
+    fit_weights,
+    mean_probabilities,
+    unanimous,
+)
 from backend.labelconfig import bundle_key, normalise_label
 from backend.specialists import registry
 
@@ -77,9 +85,11 @@ CALIBRATION_PRIOR_ROWS = 100
 
 
 def _calibrated(probas: list[np.ndarray], weights: list[float], y: np.ndarray, temperature: float,
-                multiple: bool) -> tuple[list[Any], np.ndarray, dict[str, float]]:
+                multiple: bool, unanimous_temperature: float | None = None
+                ) -> tuple[list[Any], np.ndarray, dict[str, float]]:
     """Held-out rows under the temperature: the decisions, their answers, and ECE before and after it."""
-    raw, cal = decide(probas, weights, 1.0, multiple), decide(probas, weights, temperature, multiple)
+    raw = decide(probas, weights, 1.0, multiple)
+    cal = decide(probas, weights, temperature, multiple, unanimous_temperature=unanimous_temperature)
     pred = np.array([[int(j in d.labels) for j in range(y.shape[1])] for d in cal]) if multiple \
         else np.array([d.labels[0] for d in cal])
     correct = np.all(pred == y, axis=1) if multiple else pred == y
@@ -122,6 +132,7 @@ def train_bundle(
     calibration: LabelledData | None = None,
     audited: np.ndarray | None = None,
     vote_weights: str = "fitted",
+    calibrate_split: str = "off",
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
     """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
@@ -147,6 +158,8 @@ def train_bundle(
     tasks: the temperature is fitted on those beside the held-out replayed rows, not on the rows the router picked
     for being unsure (on them a temperature learns to doubt, and softens every confident answer); while fewer than
     max(10, labels) are audited, on the replayed rows alone. The weights are fitted on every held-out row.
+    `calibrate_split` "agreement" (CALIBRATE_SPLIT) fits, on the temperature's rows, one temperature for the tasks
+    every specialist answers alike and one for the others (`fit_split_temperature`).
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
@@ -216,6 +229,13 @@ def train_bundle(
                                                 len(labels))
         temperature = fit_temperature(mean_probabilities(each, weights), target, multiple, sample_weight=w) \
             if each else 1.0
+        unanimous_t: float | None = None
+        if calibrate_split == "agreement" and each:
+            agree = unanimous(each, multiple)
+            unanimous_t, temperature = fit_split_temperature(mean_probabilities(each, weights), target, agree,
+                                                             multiple, w, fallback=temperature)
+            split_info = {"unanimous_temperature": unanimous_t, "unanimous_rows": int(agree.sum()),
+                          "other_rows": int((~agree).sum())}
         project = "project holdout" if spot is None else "project audit"
         on = (f"{project} + {held}" if len(ho) else project) if len(target) > len(ho) else held
         if weighed:
@@ -229,13 +249,15 @@ def train_bundle(
             metrics["calibration"] = {"on": on, "rows": len(target),
                                       "held_out_weight": CALIBRATION_PRIOR_ROWS if len(ho) else 0,
                                       "project_rows": len(rows_y), "temperature": temperature,
-                                      **_calibrated(rows_p, weights, rows_y, temperature, multiple)[2]}
+                                      **_calibrated(rows_p, weights, rows_y, temperature, multiple, unanimous_t)[2]}
         elif len(ho):
             metrics["calibration"] = {"on": held, "rows": len(ho)}
+        if unanimous_t is not None:
+            metrics.setdefault("calibration", {}).update(split_info)
         if spot is not None:
             metrics.setdefault("calibration", {})["audit_rows"] = int(np.asarray(audited, dtype=bool).sum())
         if len(ho):
-            cal, pred, ece = _calibrated(probas, weights, y[ho], temperature, multiple)
+            cal, pred, ece = _calibrated(probas, weights, y[ho], temperature, multiple, unanimous_t)
             metrics["ensemble"] = {**_scores(y[ho], pred, multiple), **ece,
                                    "unanimous_share": float(np.mean([d.unanimous for d in cal]))}
         metrics.update(n_train=len(tr), n_holdout=len(ho))
@@ -246,6 +268,7 @@ def train_bundle(
             gate_info = fit_domain_gate(workdir / "domain", [*texts[~replayed], *domain_texts], list(texts[replayed]),
                                         anchor, seed, **runtime)
         manifest = Manifest(key=key, labels=labels, multiple=multiple, specialists=entries, temperature=temperature,
+                            unanimous_temperature=unanimous_t,
                             metrics=metrics, data={"source": data.source, "rows": len(texts), **(data_info or {})},
                             anchor=gate_info)
         ref = store.commit(workdir, manifest, promote=promote)

@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -34,6 +34,9 @@ export VOTE_WEIGHTS=${VOTE_WEIGHTS:-recipe}
 # Runs quoted from before the audit existed review none; the *-audit runs spend AUDIT of each stage (inside the same
 # 25%) on a random spot check that the temperature is fitted on (REVIEW_AUDIT_SHARE).
 export REVIEW_AUDIT_SHARE=${REVIEW_AUDIT_SHARE:-0}
+# Runs quoted from before the split temperature keep one for all tasks; the *-split runs fit one where the specialists
+# agree and one where they do not (CALIBRATE_SPLIT=agreement).
+export CALIBRATE_SPLIT=${CALIBRATE_SPLIT:-off}
 AUDIT=${AUDIT:-0.03}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
@@ -45,10 +48,10 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
       local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=() gate=$DOMAIN_GATE cutoff=
-      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE
+      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE split=$CALIBRATE_SPLIT
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
       if [ "$1" = tse-ft ]; then
         hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
@@ -74,11 +77,15 @@ run() {
         hw=3 out=docs/eval/tse-audit extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted audit=$AUDIT
         name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
       fi
-      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      if [ "$1" = tse-split ]; then  # tse-vote with a temperature for where the specialists agree, one for the rest
+        hw=3 out=docs/eval/tse-split extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted split=agreement
+        name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, split temperature"
+      fi
+      CALIBRATE_SPLIT=$split REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
@@ -112,6 +119,11 @@ run() {
         out=docs/eval/financial-audit extra=(--specialists "$FT")
         knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted REVIEW_AUDIT_SHARE=$AUDIT)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
+      fi
+      if [ "$1" = financial-split ]; then  # financial-vote with the split temperature
+        out=docs/eval/financial-split extra=(--specialists "$FT")
+        knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted CALIBRATE_SPLIT=agreement)
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, fitted vote, split temperature"
       fi
       env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \

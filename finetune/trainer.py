@@ -266,7 +266,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                               audited=np.array([is_audit(project_id, r["task_id"], settings.review_audit_share)
                                                 for r in holdout_rows], dtype=bool)
                               if settings.review_audit_share > 0 else None,
-                              vote_weights=settings.vote_weights,
+                              vote_weights=settings.vote_weights, calibrate_split=settings.calibrate_split,
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
                               **settings.runtime)

@@ -179,3 +179,29 @@ def test_vote_weights_are_fitted_on_the_held_out_rows_unless_the_recipe_rules(tm
         from backend.settings import Settings
 
         Settings(vote_weights="equal")
+
+
+def test_split_temperature_is_fitted_on_the_same_rows_and_served(tmp_path, sample):
+    from backend.decision.voting import decide
+    from backend.ensemble import load_ensemble
+    from backend.settings import Settings
+
+    store = BundleStore(tmp_path)
+    ref, split = train_bundle(store, LABELS, False, sample, TFIDF, promote=False, key="split",
+                              calibrate_split="agreement")
+    _, one = train_bundle(store, LABELS, False, sample, TFIDF, promote=False, key="one")
+    cal = split.metrics["calibration"]
+    assert split.unanimous_temperature == cal["unanimous_temperature"] and one.unanimous_temperature is None
+    assert cal["unanimous_rows"] + cal["other_rows"] == cal["rows"] > 0
+    assert split.temperature != one.temperature or split.unanimous_temperature != one.temperature
+    assert split.version != one.version  # how the score is computed is part of the version
+    assert split.metrics["ensemble"]["accuracy"] == one.metrics["ensemble"]["accuracy"]  # answers never move
+    # the served ensemble scales each task by its own temperature, exactly as the pure core does
+    ensemble = load_ensemble(ref, split)
+    texts = sample.texts[:50]
+    want = decide(ensemble.probabilities(texts), ensemble.weights, split.temperature, False, 0.5,
+                  split.unanimous_temperature)
+    assert [d.confidence for d in ensemble.predict(texts)] == pytest.approx([d.confidence for d in want])
+    assert store.manifest(ref).unanimous_temperature == split.unanimous_temperature  # saved and read back
+    with pytest.raises(ValueError, match="CALIBRATE_SPLIT"):
+        Settings(calibrate_split="label")

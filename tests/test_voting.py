@@ -7,10 +7,12 @@ from backend.decision.voting import (
     calibrate,
     decide,
     expected_calibration_error,
+    fit_split_temperature,
     fit_temperature,
     fit_weights,
     mean_probabilities,
     nll,
+    unanimous,
 )
 
 
@@ -129,3 +131,32 @@ def test_fit_weights_multi_label_and_edge_cases():
     assert fit_weights([good, noise], y[:0], multiple=True) == pytest.approx([1.0, 1.0])  # no rows: equal
     with pytest.raises(ValueError):
         fit_weights([], y)
+
+
+def test_split_temperature_fits_agreeing_and_disagreeing_tasks_apart():
+    """Agreeing tasks right 97 % of the time at a stated 0.80; split ones right 45 % at a stated 0.80: one temperature
+    would sharpen both or soften both; two sharpen the first and soften the second."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    agree = rng.random(n) < 0.5
+    mean = np.tile([0.8, 0.1, 0.1], (n, 1))
+    right = np.where(agree, rng.random(n) < 0.97, rng.random(n) < 0.45)
+    y = np.where(right, 0, 1 + rng.integers(0, 2, n))
+    t_agree, t_other = fit_split_temperature(mean, y, agree)
+    assert t_agree < 1.0 < t_other
+    one = fit_temperature(mean, y)
+    both = np.where(agree[:, None], calibrate(mean, t_agree, False), calibrate(mean, t_other, False))
+    assert nll(both, y, False) < nll(calibrate(mean, one, False), y, False)
+    # too few rows in a group: it keeps the single temperature it is given
+    assert fit_split_temperature(mean[:30], y[:30], np.arange(30) < 5, fallback=0.77)[0] == 0.77
+
+
+def test_decide_applies_the_unanimous_temperature_to_unanimous_tasks_only():
+    a = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    b = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.6, 0.3]])
+    assert list(unanimous([a, b])) == [True, False, True]
+    plain, split = decide([a, b], temperature=1.5), decide([a, b], temperature=1.5, unanimous_temperature=0.5)
+    assert [d.labels for d in plain] == [d.labels for d in split]  # a temperature never moves a single answer
+    assert split[1].confidence == pytest.approx(plain[1].confidence)  # the split task keeps `temperature`
+    assert split[0].confidence > plain[0].confidence and split[2].confidence > plain[2].confidence
+    assert split[0].confidence == pytest.approx(calibrate(mean_probabilities([a, b])[:1], 0.5, False).max())

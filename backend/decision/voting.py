@@ -83,19 +83,34 @@ def restrict(probas: Sequence[np.ndarray], columns: Sequence[int], multiple: boo
     return out
 
 
+def unanimous(probas: Sequence[np.ndarray], multiple: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """Per task, whether every specialist gives the same answer: the paper's easy samples."""
+    per = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
+    return np.array([all(v[i] == per[0][i] for v in per[1:]) for i in range(len(per[0]))], dtype=bool)
+
+
 def decide(
     probas: Sequence[np.ndarray],
     weights: Sequence[float] | None = None,
     temperature: float = 1.0,
     multiple: bool = False,
     threshold: float = 0.5,
+    unanimous_temperature: float | None = None,
 ) -> list[Decision]:
-    """One `Decision` per task from each specialist's (n_tasks, n_labels) probabilities."""
+    """One `Decision` per task from each specialist's (n_tasks, n_labels) probabilities.
+
+    With `unanimous_temperature` (CALIBRATE_SPLIT=agreement) the tasks every specialist answers alike are scaled by
+    it and the others by `temperature`: one scalar cannot be right for both when they differ in how sure they
+    should be. A single-choice answer never moves with it, as with any temperature.
+    """
     mean = mean_probabilities(probas, weights)
+    per_specialist = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
     cal = calibrate(mean, temperature, multiple)
+    if unanimous_temperature is not None and len(mean):
+        agree = unanimous(probas, multiple, threshold)
+        cal = np.where(agree[:, None], calibrate(mean, unanimous_temperature, multiple), cal)
     final = answers(cal, multiple, threshold)
     conf = confidence(cal, multiple, threshold)
-    per_specialist = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
     out = []
     for i, labels in enumerate(final):
         votes = tuple(each[i] for each in per_specialist)
@@ -130,6 +145,26 @@ def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False,
     grid = np.exp(np.linspace(np.log(0.05), np.log(10.0), 121))
     losses = [nll(calibrate(mean, t, multiple), y, multiple, sample_weight) for t in grid]
     return float(grid[int(np.argmin(losses))])
+
+
+def fit_split_temperature(mean: np.ndarray, y: np.ndarray, agree: np.ndarray, multiple: bool = False,
+                          sample_weight: np.ndarray | None = None, fallback: float = 1.0, min_rows: int = 10
+                          ) -> tuple[float, float]:
+    """(temperature where the specialists agree, where they do not), each fitted on its own rows.
+
+    Why: as the specialists learn a project they grow sure of themselves; one temperature then softens the tasks
+    they all answer alike, which are mostly right, as much as the ones they split on (docs/benchmarks.md §5). A group
+    with fewer than `min_rows` rows keeps `fallback` (the single temperature).
+    """
+    agree = np.asarray(agree, dtype=bool)
+    out = []
+    for rows in (agree, ~agree):
+        if int(rows.sum()) < min_rows:
+            out.append(float(fallback))
+            continue
+        out.append(fit_temperature(mean[rows], y[rows], multiple,
+                                   None if sample_weight is None else np.asarray(sample_weight)[rows]))
+    return out[0], out[1]
 
 
 def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray, multiple: bool = False,

@@ -151,7 +151,8 @@ class Harness:
         data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
         ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
                                      self.specialists, data_info={"text_col": "text", "label_col": "label"},
-                                     vote_weights=settings.vote_weights, **self.runtime(settings))
+                                     vote_weights=settings.vote_weights,
+                                     calibrate_split=settings.calibrate_split, **self.runtime(settings))
         seconds = time.perf_counter() - t0
         ensemble = self.ensemble(settings, ref)
         stream = score(ensemble, self.data.stream)
@@ -282,6 +283,7 @@ class Harness:
                     np.array([d.confidence for d in after.decisions]),
                     np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)),
                 "calibration": {"temperature": served.manifest.temperature,
+                                "unanimous_temperature": served.manifest.unanimous_temperature,
                                 **served.manifest.metrics.get("calibration", {})},
                 "vote_weights": served.manifest.vote_weights,
                 "training": outcome.status, "training_notes": outcome.notes,
@@ -346,7 +348,8 @@ class Harness:
                          "domain_gate_cutoff": settings.domain_gate_cutoff,
                          "calibrate_on": settings.calibrate_on,
                          "vote_weights": settings.vote_weights,
-                         "review_audit_share": settings.review_audit_share},
+                         "review_audit_share": settings.review_audit_share,
+                         "calibrate_split": settings.calibrate_split},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)

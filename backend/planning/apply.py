@@ -137,12 +137,13 @@ def build_zero_shot(plan: Plan, store: BundleStore, promote: bool = True, **runt
 
 
 def build_trained(plan: Plan, store: BundleStore, data: LabelledData, promote: bool = True,
-                  vote_weights: str = "fitted", **runtime: Any) -> tuple[BundleRef, Manifest]:
+                  vote_weights: str = "fitted", calibrate_split: str = "off", **runtime: Any
+                  ) -> tuple[BundleRef, Manifest]:
     """The whole planned ensemble trained (pretrained ones fine-tuned from their mapped heads) on labelled data."""
     from backend.training import train_bundle
 
     ref, manifest = train_bundle(store, plan.labels, plan.multiple, data, plan.recipe(), promote=promote, key=plan.key,
                                  data_info={"plan": plan.key, "plan_source": plan.source}, vote_weights=vote_weights,
-                                 **runtime)
+                                 calibrate_split=calibrate_split, **runtime)
     plan.applied = {"bundle": ref.version, "at": time.time(), "trained_on": len(data.texts)}
     return ref, manifest

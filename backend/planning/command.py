@@ -96,7 +96,8 @@ def _build(plan: Any, labelled: Any, settings: Settings) -> None:
     store = BundleStore(settings.model_dir)
     if labelled is not None:
         try:
-            build_trained(plan, store, labelled, vote_weights=settings.vote_weights, **settings.runtime)
+            build_trained(plan, store, labelled, vote_weights=settings.vote_weights,
+                          calibrate_split=settings.calibrate_split, **settings.runtime)
         except ValueError as exc:
             sys.exit(f"autoannotator plan --build: {exc}")
     elif build_zero_shot(plan, store, **settings.runtime) is None:
