@@ -98,6 +98,13 @@ VARIANTS: dict[str, dict] = {
     "hw3+gate_cut_0.7+temp_blend_100+vote_fitted+audit_3pct": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
                                                                "mixture": "seen_hard", "cut": 0.7,
                                                                "temp": "blend_100", "fitw": "blend", "audit": 0.03},
+    # ... and two temperatures: one where the specialists agree, one where they do not
+    "hw3+gate_cut_0.7+temp_blend_100+vote_fitted+split": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0,
+                                                          "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
+                                                          "fitw": "blend", "split": True},
+    "hw3+gate_cut_0.7+temp_blend_100+vote_fitted+audit_3pct+split": {
+        "project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard", "cut": 0.7, "temp": "blend_100",
+        "fitw": "blend", "audit": 0.03, "split": True},
     "hw3+gate_cut_0.7+temp_holdout": {"project": True, "calib": 0.0, "layers": 3, "w": 3.0, "mixture": "seen_hard",
                                       "cut": 0.7, "temp": "holdout"},
     "layers_3+gate_seen_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "seen_soft"},
@@ -141,7 +148,8 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
              share: float = 0.25, holdout_every: int = 5, calib: float = 0.15, backlog: bool = False,
              project: bool = False, knn: bool = False, reserve: float = 0.0, mixture: bool | str = False,
              pseudo: float = 0.0, fitw: bool | str = False, stages_per: int = 1,
-             gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None, audit: float = 0.0) -> dict:
+             gate_min_auc: float = 0.9, cut: float = 0.5, temp: str | None = None, audit: float = 0.0,
+             split: bool = False) -> dict:
     t0 = time.perf_counter()
     index = {x: i for i, x in enumerate(data.labels)}
     k = len(data.labels)
@@ -247,8 +255,32 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             return fit_temperature(mean_proba(ms, "stream", np.array(held)), y["stream"][held])
         return fit_temperature(mean_proba(ms, "source", rows), y["source"][rows])
 
+    def unanimous(ms: list, part: str, idx: np.ndarray | None = None) -> np.ndarray:
+        votes = mean_proba(ms, part, idx, each=True).argmax(2)
+        return np.all(votes == votes[:1], axis=0)
+
+    def scaled(ms: list, part: str, idx: np.ndarray | None, t: float | tuple[float, float]) -> np.ndarray:
+        """split: one temperature where the specialists agree, another where they do not."""
+        m = mean_proba(ms, part, idx)
+        if not isinstance(t, tuple):
+            return calibrate(m, t, False)
+        return np.where(unanimous(ms, part, idx)[:, None], calibrate(m, t[0], False), calibrate(m, t[1], False))
+
+    def split_temperature(ms: list, held: list[int], spot: list[int] | None, t: float) -> tuple[float, float]:
+        prior = float(temp.split("_")[1])
+        rows = np.where(cal_rows)[0]
+        own = np.array(spot if spot is not None and len(spot) >= 10 else
+                       ([] if spot is not None else held), dtype=int)
+        m = np.vstack([mean_proba(ms, "stream", own), mean_proba(ms, "source", rows)]) if len(own) else \
+            mean_proba(ms, "source", rows)
+        yy = np.r_[y["stream"][own], y["source"][rows]]
+        w = np.r_[np.ones(len(own)), np.full(len(rows), prior / len(rows))]
+        u = np.r_[unanimous(ms, "stream", own) if len(own) else np.zeros(0, bool), unanimous(ms, "source", rows)]
+        return tuple(fit_temperature(m[g], yy[g], sample_weight=w[g]) if g.sum() >= 10 else t
+                     for g in (u, ~u))  # type: ignore[return-value]
+
     def proba(part: str, idx: np.ndarray | None = None, at: float | None = None) -> np.ndarray:
-        p = calibrate(mean_proba(models, part, idx), temps[0], False)
+        p = scaled(models, part, idx, temps[0])
         if mixture and domain[0] is not None:
             x = emb[part] if idx is None else emb[part][idx]
             d = domain[0].predict_proba(x)[:, 1][:, None]
@@ -310,11 +342,13 @@ def simulate(name: str, variant: str, data: eval_data.EvalData, emb: dict[str, n
             gate_auc.append(round(float(auc), 4))
             domain[0] = lr.fit(xd, yd) if auc >= gate_min_auc else None
         temps[0] = temperature(models, held, spot if audit else None)
+        if split:
+            temps[0] = split_temperature(models, held, spot if audit else None, temps[0])
         pt = proba("test")
         stages.append(round(float((pt.argmax(1) == y["test"]).mean()), 4))
         hard_test.append(round(float((pt.max(1) < 0.9).mean()), 4))
         ece_test.append(round(expected_calibration_error(pt.max(1), pt.argmax(1) == y["test"]), 4))
-        temp_by_stage.append(round(temps[0], 3))
+        temp_by_stage.append([round(t, 3) for t in temps[0]] if isinstance(temps[0], tuple) else round(temps[0], 3))
     if reserve:
         left = int(share * n) - int(reviewed.sum())
         pool = np.where(~reviewed)[0]
