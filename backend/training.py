@@ -156,8 +156,8 @@ def train_bundle(
     Fitted weights move answers, so the gate's rows have seen a few fitted numbers; GATE_MARGIN absorbs that.
     `audited` (REVIEW_AUDIT_SHARE > 0) marks the `calibration` rows of the audit, a random sample of the project's
     tasks: the temperature is fitted on those beside the held-out replayed rows, not on the rows the router picked
-    for being unsure (on them a temperature learns to doubt, and softens every confident answer); while fewer than
-    max(10, labels) are audited, on the replayed rows alone. The weights are fitted on every held-out row.
+    for being unsure, which stand for the hard tasks only; while fewer than max(10, labels) are audited, on the
+    replayed rows alone. The weights are fitted on every held-out row.
     `calibrate_split` "agreement" (CALIBRATE_SPLIT) fits, on the temperature's rows, one temperature for the tasks
     every specialist answers alike and one for the others (`fit_split_temperature`).
     """
@@ -230,6 +230,7 @@ def train_bundle(
         temperature = fit_temperature(mean_probabilities(each, weights), target, multiple, sample_weight=w) \
             if each else 1.0
         unanimous_t: float | None = None
+        split_info: dict[str, Any] = {}
         if calibrate_split == "agreement" and each:
             agree = unanimous(each, multiple)
             unanimous_t, temperature = fit_split_temperature(mean_probabilities(each, weights), target, agree,
@@ -252,7 +253,7 @@ def train_bundle(
                                       **_calibrated(rows_p, weights, rows_y, temperature, multiple, unanimous_t)[2]}
         elif len(ho):
             metrics["calibration"] = {"on": held, "rows": len(ho)}
-        if unanimous_t is not None:
+        if split_info:
             metrics.setdefault("calibration", {}).update(split_info)
         if spot is not None:
             metrics.setdefault("calibration", {})["audit_rows"] = int(np.asarray(audited, dtype=bool).sum())

@@ -69,9 +69,13 @@ class CorrectionLog:
         self.holdout_every = holdout_every
         self.audit_share = audit_share
 
+    def audited(self, project_id: str, task_id: int | None) -> bool:
+        """Whether the task is one REVIEW_AUDIT_SHARE sent to a human whatever the confidence."""
+        return is_audit(project_id, task_id, self.audit_share)
+
     def held_out(self, project_id: str, task_id: int | None) -> bool:
         """Frozen from training: the gate's holdout, and the audit (a sample is only unbiased if never trained on)."""
-        return is_holdout(project_id, task_id, self.holdout_every) or is_audit(project_id, task_id, self.audit_share)
+        return is_holdout(project_id, task_id, self.holdout_every) or self.audited(project_id, task_id)
 
     def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human") -> int:
         """Insert or replace (same annotation and control) each record; returns how many were written."""

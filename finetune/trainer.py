@@ -20,7 +20,6 @@ from sklearn.metrics import f1_score
 
 from backend.bundles import BundleRef, BundleStore, Manifest
 from backend.datasets import LabelledData, load_labelled
-from backend.decision.audit import is_audit
 from backend.labelconfig import ChoiceControl, normalise_label, parse_label_config, project_bundle_key
 from backend.settings import Settings
 from backend.store import Store
@@ -263,7 +262,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                                                        [list(r["choices"]) for r in holdout_rows],
                                                        f"project {project_id} held-out corrections")
                               if settings.calibrate_on == "project" else None,
-                              audited=np.array([is_audit(project_id, r["task_id"], settings.review_audit_share)
+                              audited=np.array([corrections.audited(project_id, r["task_id"])
                                                 for r in holdout_rows], dtype=bool)
                               if settings.review_audit_share > 0 else None,
                               vote_weights=settings.vote_weights, calibrate_split=settings.calibrate_split,

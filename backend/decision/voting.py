@@ -83,10 +83,14 @@ def restrict(probas: Sequence[np.ndarray], columns: Sequence[int], multiple: boo
     return out
 
 
+def _same(per_specialist: Sequence[list[tuple[int, ...]]]) -> np.ndarray:
+    first = per_specialist[0]
+    return np.array([all(v[i] == first[i] for v in per_specialist[1:]) for i in range(len(first))], dtype=bool)
+
+
 def unanimous(probas: Sequence[np.ndarray], multiple: bool = False, threshold: float = 0.5) -> np.ndarray:
     """Per task, whether every specialist gives the same answer: the paper's easy samples."""
-    per = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
-    return np.array([all(v[i] == per[0][i] for v in per[1:]) for i in range(len(per[0]))], dtype=bool)
+    return _same([answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas])
 
 
 def decide(
@@ -107,8 +111,7 @@ def decide(
     per_specialist = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
     cal = calibrate(mean, temperature, multiple)
     if unanimous_temperature is not None and len(mean):
-        agree = unanimous(probas, multiple, threshold)
-        cal = np.where(agree[:, None], calibrate(mean, unanimous_temperature, multiple), cal)
+        cal = np.where(_same(per_specialist)[:, None], calibrate(mean, unanimous_temperature, multiple), cal)
     final = answers(cal, multiple, threshold)
     conf = confidence(cal, multiple, threshold)
     out = []
@@ -152,9 +155,10 @@ def fit_split_temperature(mean: np.ndarray, y: np.ndarray, agree: np.ndarray, mu
                           ) -> tuple[float, float]:
     """(temperature where the specialists agree, where they do not), each fitted on its own rows.
 
-    Why: as the specialists learn a project they grow sure of themselves; one temperature then softens the tasks
-    they all answer alike, which are mostly right, as much as the ones they split on (docs/benchmarks.md §5). A group
-    with fewer than `min_rows` rows keeps `fallback` (the single temperature).
+    Why: as the specialists learn a project they grow sure of themselves, and one temperature softens the tasks they
+    all answer alike as much as the ones they split on. On TSE's held-out (hard) rows the agreeing group came out the
+    less trustworthy one, so CALIBRATE_SPLIT is off by default (docs/benchmarks.md §5). A group with fewer than
+    `min_rows` rows keeps `fallback` (the single temperature).
     """
     agree = np.asarray(agree, dtype=bool)
     out = []

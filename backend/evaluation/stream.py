@@ -218,14 +218,11 @@ class Harness:
             plain_out, plain_hard = router.triage(names, scored.decisions, budget_items=len(new)) if spots \
                 else (outcomes, hard)
             hard_new = sum(1 for k in hard if k >= first_new)
-            samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
-                                  scored.decisions[k].confidence, scored.decisions[k].probabilities) for k in hard]
+            samples = _samples(hard, pool, part, scored)
             verdicts = reviewer.review(PROJECT, names, samples) if samples else []
             by_pos = dict(zip(hard, verdicts, strict=True))
             # The audit is a person's job in the service (never the LLM's): a human reviewer takes it, else gold.
-            audit_samples = [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k],
-                                        scored.decisions[k].confidence, scored.decisions[k].probabilities)
-                             for k in spots]
+            audit_samples = _samples(spots, pool, part, scored)
             audit_verdicts = (reviewer.review(PROJECT, names, audit_samples) if reviewer.source == "human"
                               else [Verdict(x.gold, "audit: settled by a human") for x in audit_samples]) \
                 if spots else []
@@ -439,6 +436,12 @@ def no_learning(cold: Scored, gold: Sequence[str], settings: Settings, labels: S
         right += sum(1 for i in range(len(part))
                      if i in hard_set or cold.predicted[start + i] == gold[start + i])
     return {"final_accuracy": right / max(len(gold), 1), "reviewed_share": reviewed / max(len(gold), 1)}
+
+
+def _samples(positions: Sequence[int], pool: Sequence[int], part: Split, scored: Scored) -> list[HardSample]:
+    """The items at `positions` of a stage's scored pool, as a reviewer is handed them."""
+    return [HardSample(pool[k], part.texts[k], part.labels[k], scored.predicted[k], scored.decisions[k].confidence,
+                       scored.decisions[k].probabilities) for k in positions]
 
 
 def _mean(values: Sequence[bool]) -> float | None:
