@@ -77,6 +77,10 @@ class Settings:
     finetune_lr: float = 0.0  # 0: the family's default
     finetune_epochs: int = 0  # 0: the family's default
     finetune_batch_size: int = 0  # 0: the family's default
+    # What an hf specialist continuing from the served weights trains on, within its max_rows: "all" the corrections
+    # every stage (the oldest are then trained on once a stage), or "new" ones first, the rest a random rehearsal of
+    # older corrections and replayed rows (backend/training.capped_rows).
+    finetune_rows: str = "all"
     job_stale_seconds: float = 60.0  # a running job without a heartbeat this long is retried
     job_max_attempts: int = 3
     dispatch_seconds: float = 2.0
@@ -127,7 +131,7 @@ class Settings:
     def __post_init__(self) -> None:
         for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full")),
                               ("calibrate_on", ("project", "replay")), ("vote_weights", ("fitted", "recipe")),
-                              ("calibrate_split", ("agreement", "off"))):
+                              ("calibrate_split", ("agreement", "off")), ("finetune_rows", ("all", "new"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")

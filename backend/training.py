@@ -57,17 +57,24 @@ def encode_targets(data: LabelledData, labels: Sequence[str], multiple: bool) ->
     return np.array([index[normalise_label(names[0])] for names in data.labels], dtype=np.int64)
 
 
-def capped_rows(rows: np.ndarray, replayed: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+def capped_rows(rows: np.ndarray, replayed: np.ndarray, cap: int, seed: int = 0,
+                fresh: np.ndarray | None = None) -> np.ndarray:
     """At most `cap` of `rows`: the project's own rows first, replayed rows filling what is left, both drawn at
     random. A transformer fine-tuned on a CPU learns at ~90 texts/s: the full 20,000-row replay would add almost
-    4 minutes to every stage, and it keeps what it learnt before because it continues from the served weights."""
-    if len(rows) <= cap:
+    4 minutes to every stage, and it keeps what it learnt before because it continues from the served weights.
+
+    With `fresh` (a mask over all rows: the corrections the served weights have not trained on), those come first
+    and the rest (older corrections and replayed rows alike) fill what is left at random: a specialist that continues
+    from the served weights then sees each correction once, plus a random rehearsal, instead of once a stage.
+    """
+    if len(rows) <= cap and fresh is None:
         return rows
     rng = np.random.default_rng(seed)
-    own, old = rows[~replayed[rows]], rows[replayed[rows]]
+    first = ~replayed[rows] if fresh is None else np.asarray(fresh, dtype=bool)[rows]
+    own, old = rows[first], rows[~first]
     if len(own) >= cap:
         return np.sort(rng.choice(own, cap, replace=False))
-    return np.sort(np.r_[own, rng.choice(old, cap - len(own), replace=False)])
+    return np.sort(np.r_[own, rng.choice(old, min(cap - len(own), len(old)), replace=False)])
 
 
 def _scores(y: np.ndarray, pred: np.ndarray, multiple: bool) -> dict[str, float]:
@@ -133,6 +140,7 @@ def train_bundle(
     audited: np.ndarray | None = None,
     vote_weights: str = "fitted",
     calibrate_split: str = "off",
+    fresh_rows: np.ndarray | None = None,
     **runtime: Any,
 ) -> tuple[BundleRef, Manifest]:
     """Fit every specialist on the training share, calibrate on the rest, commit (and promote) the bundle.
@@ -160,6 +168,9 @@ def train_bundle(
     replayed rows alone. The weights are fitted on every held-out row.
     `calibrate_split` "agreement" (CALIBRATE_SPLIT) fits, on the temperature's rows, one temperature for the tasks
     every specialist answers alike and one for the others (`fit_split_temperature`).
+    `fresh_rows` (FINETUNE_ROWS=new) marks the corrections the served weights have not trained on: a specialist with
+    params `rows: fresh` and `max_rows` (one that continues from the served weights) takes those first and fills its
+    cap from the other rows at random (`capped_rows`).
     """
     labels = list(labels)
     specs = list(specialists or DEFAULT_SPECIALISTS)
@@ -194,8 +205,9 @@ def train_bundle(
                 if not len(rows):
                     raise ValueError(f"specialist {spec['name']!r} trains on project rows only, and there are none")
             cap = int((spec.get("params") or {}).get("max_rows") or 0)
+            fresh = fresh_rows if (spec.get("params") or {}).get("rows") == "fresh" else None
             if cap:
-                rows = capped_rows(rows, replayed, cap, seed)
+                rows = capped_rows(rows, replayed, cap, seed, fresh)
             w = None if sample_weight is None else weights_all[rows]
             if w is not None and rows is not tr:  # mean 1 on its own rows: they rank there, not set regularisation
                 w = w / max(float(np.mean(w)), 1e-12)

@@ -57,6 +57,10 @@ def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: Bundle
             # Continue from the served weights rather than the original hub checkpoint.
             params["checkpoint"] = str(ref.path / "specialists" / entry.name / "checkpoint")
             params = finetune_params(params, settings)
+            if params.get("rows") in (None, "fresh"):  # FINETUNE_ROWS: what the served weights have not seen first
+                params.pop("rows", None)
+                if settings.finetune_rows == "new":
+                    params["rows"] = "fresh"
         recipe.append({"name": entry.name, "family": entry.family, "params": params, "weight": entry.weight})
     return recipe
 
@@ -172,6 +176,18 @@ def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Polic
     return LabelledData([data.texts[i] for i in keep], [data.labels[i] for i in keep], source), info
 
 
+def fresh_mask(rows: list[dict], manifest: Manifest | None, same_project: bool, n_replay: int) -> np.ndarray:
+    """Which training rows (`rows`, then `n_replay` replayed ones) the served bundle did not train on: corrections
+    it does not list, and human ones changed since the data it was trained on. A bundle shared with other projects,
+    or none, has seen none of them."""
+    data = manifest.data if manifest is not None and same_project else {}
+    seen = {*data.get("corrections", []), *data.get("llm_corrections", [])}
+    base_seq = data.get("data_seq")
+    new = [r["id"] not in seen or (base_seq is not None and r["source"] == "human" and r["changed_seq"] > base_seq)
+           for r in rows]
+    return np.r_[np.array(new, dtype=bool), np.zeros(n_replay, bool)]
+
+
 def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, rows: list[dict], settings: Settings
                ) -> float | None:
     """Macro-F1 of a bundle on held-out human labels, over the control's labels it knows."""
@@ -244,7 +260,8 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         info = {"corrections": [r["id"] for r in human], "llm_corrections": [r["id"] for r in llm],
                 "holdout": [r["id"] for r in holdout_rows], "replay_rows": len(replay.texts),
                 "replay_source": replay_info, "base_version": current.version if current else None,
-                "project": project_id, "control": control.name}
+                "project": project_id, "control": control.name,
+                "data_seq": max([0, *(r["changed_seq"] for r in human + llm)])}
         recipe, plan_notes = planned_recipe(project_id, control,
                                             specialist_recipe(manifest, bundles, current, settings),
                                             manifest is not None, human + holdout_rows, settings)
@@ -268,6 +285,8 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                               vote_weights=settings.vote_weights, calibrate_split=settings.calibrate_split,
                               replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
                                                 np.ones(len(replay.texts), bool)],
+                              fresh_rows=fresh_mask(human + llm, manifest, current is not None and current.key == key,
+                                                    len(replay.texts)) if settings.finetune_rows == "new" else None,
                               **settings.runtime)
         trained += 1
         cand = holdout_f1(bundles, ref, control, holdout_rows, settings)

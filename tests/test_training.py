@@ -9,7 +9,7 @@ import pytest
 
 from backend.bundles import BundleStore
 from backend.datasets import LabelledData, load_labelled
-from backend.labelconfig import bundle_key
+from backend.labelconfig import bundle_key, project_bundle_key
 from backend.training import capped_rows, encode_targets, train_bundle
 from tests.conftest import ROOT
 
@@ -205,3 +205,118 @@ def test_split_temperature_is_fitted_on_the_same_rows_and_served(tmp_path, sampl
     assert store.manifest(ref).unanimous_temperature == split.unanimous_temperature  # saved and read back
     with pytest.raises(ValueError, match="CALIBRATE_SPLIT"):
         Settings(calibrate_split="label")
+
+
+def test_fresh_rows_come_first_and_the_rest_is_a_random_rehearsal():
+    rows = np.arange(100)
+    replayed = np.r_[np.zeros(30, bool), np.ones(70, bool)]
+    fresh = np.r_[np.zeros(20, bool), np.ones(10, bool), np.zeros(70, bool)]  # 10 new corrections, 20 old ones
+    some = capped_rows(rows, replayed, 50, seed=1, fresh=fresh)
+    assert len(some) == 50 and set(range(20, 30)) <= set(some)  # every new correction
+    rest = set(some) - set(range(20, 30))
+    assert rest & set(range(20)) and rest & set(range(30, 100))  # old corrections and replay, drawn together
+    assert len(set(capped_rows(rows, replayed, 200, fresh=fresh))) == 100  # under the cap: all of them
+    np.testing.assert_array_equal(capped_rows(rows, replayed, 5, seed=1, fresh=fresh),
+                                  capped_rows(rows, replayed, 5, seed=1, fresh=fresh))
+    assert set(capped_rows(rows, replayed, 5, fresh=fresh)) <= set(range(20, 30))
+
+
+def test_a_specialist_marked_fresh_trains_on_the_new_rows_first(tmp_path, sample, monkeypatch):
+    from backend.specialists.tfidf import TfidfSpecialist
+
+    seen: dict[str, list[str]] = {}
+    fit = TfidfSpecialist.fit
+
+    def recording(self, texts, y, sample_weight=None):
+        seen[self.name] = list(texts)
+        return fit(self, texts, y, sample_weight)
+
+    monkeypatch.setattr(TfidfSpecialist, "fit", recording)
+    replay = np.r_[np.zeros(100, bool), np.ones(800, bool)]
+    fresh = np.r_[np.zeros(70, bool), np.ones(30, bool), np.zeros(800, bool)]
+    recipe = [TFIDF[0], {"name": "fresh", "family": "tfidf", "params": {"max_rows": 250, "rows": "fresh"}},
+              {"name": "capped", "family": "tfidf", "params": {"max_rows": 250}}]
+    train_bundle(BundleStore(tmp_path), LABELS, False, sample, recipe, replay_rows=replay, fresh_rows=fresh,
+                 sample_weight=np.where(replay, 1.0, 3.0))
+    new = set(sample.texts[70:100])
+    assert len(seen["fresh"]) == 250 and new <= set(seen["fresh"])
+    assert len(set(sample.texts[:70]) & set(seen["fresh"])) < 70  # the older corrections are only rehearsed
+    assert set(sample.texts[:100]) <= set(seen["capped"])  # without the mark: every correction, as before
+
+
+def test_fresh_mask_knows_what_the_served_bundle_trained_on():
+    from backend.bundles import Manifest
+    from finetune.trainer import fresh_mask
+
+    rows = [{"id": 1, "source": "human", "changed_seq": 3}, {"id": 2, "source": "human", "changed_seq": 9},
+            {"id": 3, "source": "llm", "changed_seq": 0}, {"id": 4, "source": "human", "changed_seq": 10}]
+    served = Manifest("k", LABELS, False, [], data={"corrections": [1, 2], "llm_corrections": [3], "data_seq": 5})
+    np.testing.assert_array_equal(fresh_mask(rows, served, True, 2), [False, True, False, True, False, False])
+    np.testing.assert_array_equal(fresh_mask(rows, served, False, 0), [True] * 4)  # a shared bundle saw none
+    older = Manifest("k", LABELS, False, [], data={"corrections": [1, 2]})  # built before data_seq was recorded
+    np.testing.assert_array_equal(fresh_mask(rows, older, True, 0), [False, False, True, True])
+
+
+def test_finetune_rows_marks_the_served_hf_specialists_and_a_bad_value_is_refused(tmp_path):
+    from backend.bundles import BundleRef, Manifest, SpecialistEntry
+    from backend.settings import Settings
+    from finetune.trainer import specialist_recipe
+
+    for name, params in (("ft", {"mode": "full", "rows": "fresh"}), ("lr", {})):
+        (tmp_path / "specialists" / name).mkdir(parents=True)
+        (tmp_path / "specialists" / name / "specialist.json").write_text(json.dumps({"params": params}))
+    manifest = Manifest("k", LABELS, False, [SpecialistEntry("ft", "hf", "v", 2.0),
+                                             SpecialistEntry("lr", "tfidf", "v")])
+    ref = BundleRef("k", "v", tmp_path)
+    new = specialist_recipe(manifest, BundleStore(tmp_path), ref, Settings.from_env({"FINETUNE_ROWS": "new"}))
+    assert new[0]["params"]["rows"] == "fresh" and "rows" not in new[1]["params"]
+    old = specialist_recipe(manifest, BundleStore(tmp_path), ref, Settings.from_env({}))
+    assert "rows" not in old[0]["params"]  # FINETUNE_ROWS=all (the default) clears it
+    with pytest.raises(ValueError, match="FINETUNE_ROWS"):
+        Settings.from_env({"FINETUNE_ROWS": "some"})
+
+
+def test_a_stage_fine_tunes_the_served_weights_on_the_new_corrections_first(tmp_path, sample, minilm_classifier_dir,
+                                                                             monkeypatch):
+    """FINETUNE_ROWS=new through a real stage: the hf specialist continuing from the served checkpoint gets every
+    correction the served weights have not seen, and only a rehearsal of the older ones."""
+    from backend.settings import Settings
+    from backend.specialists.hf import HFClassifierSpecialist
+    from backend.store import Store
+    from finetune.corrections import CorrectionLog
+    from finetune.trainer import run_stage
+    from tests.conftest import SENTIMENT_XML
+
+    settings = Settings.from_env({}, data_dir=tmp_path, model_dir=tmp_path / "models",
+                                 database_url=f"sqlite:///{tmp_path}/db.sqlite", finetune_rows="new",
+                                 replay_size=300, bootstrap_min_annotations=10, holdout_every=5,
+                                 project_specialist_min=0, domain_gate="off")
+    recipe = [TFIDF[0], {"name": "ft", "family": "hf", "params": {"checkpoint": str(minilm_classifier_dir),
+                                                                  "mode": "head", "epochs": 1, "max_rows": 40}}]
+    train_bundle(BundleStore(settings.model_dir), LABELS, False,
+                 LabelledData(sample.texts[:300], sample.labels[:300], sample.source), recipe, dtype="float32")
+    store = Store(settings.database_url)
+    store.note_project("7", "h", None, [], [], SENTIMENT_XML)
+    log = CorrectionLog(store, settings.holdout_every)
+    fitted: list[list[str]] = []
+    fit = HFClassifierSpecialist.fit
+    monkeypatch.setattr(HFClassifierSpecialist, "fit",
+                        lambda self, texts, y, w=None: (fitted.append(list(texts)), fit(self, texts, y, w))[1])
+
+    def correct(first: int, n: int, seq: int) -> None:
+        log.record("7", [{"control": "sentiment", "choices": sample.labels[i], "text": sample.texts[i],
+                          "task_id": i, "annotation_id": i + 1, "annotator": "a"}
+                         for i in range(first, first + n)], seq=seq)
+
+    correct(400, 30, seq=1)
+    assert run_stage("7", settings, store).status == "promoted"
+    old = {r["text"] for r in log.rows("7", "sentiment") if not r["holdout"]}
+    assert old <= set(fitted[0])  # the first project bundle: nothing was seen, every correction is new
+    correct(430, 20, seq=2)
+    assert run_stage("7", settings, store).status == "promoted"
+    new = {r["text"] for r in log.rows("7", "sentiment") if not r["holdout"]} - old
+    assert len(fitted[1]) == 40 and new <= set(fitted[1])
+    assert not old <= set(fitted[1])  # the older corrections are rehearsed at random, not all retrained
+    bundles = BundleStore(settings.model_dir)
+    served = bundles.manifest(bundles.current(project_bundle_key("7", "sentiment")))
+    assert served.data["data_seq"] == 2 and len(served.data["corrections"]) == len(old | new)
