@@ -91,6 +91,10 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert claim["stated"] < last["auto_accuracy"] and claim["unseen"] == r["test_auto_accuracy"]
     assert claim["met"] == (claim["unseen"] >= claim["stated"])
     assert all(0.0 <= s["disagreement_share"] <= 1.0 for s in r["stages"])
+    # The paper's hard share and the stated confidence on the fixed unseen test, stage by stage.
+    assert all(0.0 <= s["test_disagreement_share"] <= 1.0 and 0.0 < s["test_mean_confidence"] <= 1.0
+               for s in r["stages"])
+    assert r["settings"]["finetune_rows"] == "all"
     # Each stage says how true its confidence is on the test set, and what its temperature was fitted on: the held-out
     # corrections so far beside the held-out replayed rows.
     assert all(0.0 <= s["test_ece"] <= 1.0 for s in r["stages"])

@@ -275,6 +275,10 @@ class Harness:
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
                 "test_project_share": after.project_share,
                 "test_hard_share_before_cap": below_threshold(test_out, test_hard) / max(len(self.data.test), 1),
+                # Above the accuracy: overconfident; below it: the temperature softens more than the errors ask.
+                "test_mean_confidence": _mean([d.confidence for d in after.decisions]),
+                # The paper's hard samples on the same fixed items: the specialists do not all answer alike.
+                "test_disagreement_share": _mean([not d.unanimous for d in after.decisions]),
                 # Whether the confidence the threshold reads means what it says on the project's own texts.
                 "test_ece": expected_calibration_error(
                     np.array([d.confidence for d in after.decisions]),
@@ -346,7 +350,8 @@ class Harness:
                          "calibrate_on": settings.calibrate_on,
                          "vote_weights": settings.vote_weights,
                          "review_audit_share": settings.review_audit_share,
-                         "calibrate_split": settings.calibrate_split},
+                         "calibrate_split": settings.calibrate_split,
+                         "finetune_rows": settings.finetune_rows},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
@@ -444,7 +449,7 @@ def _samples(positions: Sequence[int], pool: Sequence[int], part: Split, scored:
                        scored.decisions[k].probabilities) for k in positions]
 
 
-def _mean(values: Sequence[bool]) -> float | None:
+def _mean(values: Sequence[bool] | Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
