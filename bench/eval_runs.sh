@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|offensive-fresh|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -37,9 +37,13 @@ export REVIEW_AUDIT_SHARE=${REVIEW_AUDIT_SHARE:-0}
 # Runs quoted from before the split temperature keep one for all tasks; the *-split runs fit one where the specialists
 # agree and one where they do not (CALIBRATE_SPLIT=agreement).
 export CALIBRATE_SPLIT=${CALIBRATE_SPLIT:-off}
+# Runs quoted from before FINETUNE_ROWS retrain the fine-tuned member on every correction at every stage; the *-fresh
+# runs on the new ones first, the rest of its 6,000 rows a random rehearsal (FINETUNE_ROWS=new).
+export FINETUNE_ROWS=${FINETUNE_ROWS:-all}
 AUDIT=${AUDIT:-0.03}
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
-EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}")
+EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}"
+      ${KEEP_WORK:+--keep-work})  # KEEP_WORK=1 keeps every stage's bundles and database in <out>/work
 ROUTER=(--threshold "${THRESHOLD:-0.9}" --max-review-share "${MAX_SHARE:-0.25}")
 # The *-ft runs add a fourth specialist (samples/specialists-finetuned.json): MiniLM fine-tuned end to end (hf,
 # mode full), bf16 on the CPU, at most 6,000 rows a fit (the corrections first, then replay), from the served weights.
@@ -48,10 +52,10 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
       local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=() gate=$DOMAIN_GATE cutoff=
-      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE split=$CALIBRATE_SPLIT
+      local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE split=$CALIBRATE_SPLIT rows=$FINETUNE_ROWS
       if [ "$1" = tse-hw3 ]; then hw=3 out=docs/eval/tse-hw3 name="tweet-sentiment-extraction, HUMAN_WEIGHT 3"; fi
       if [ "$1" = tse-ft ]; then
         hw=3 out=docs/eval/tse-ft name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM"
@@ -81,11 +85,15 @@ run() {
         hw=3 out=docs/eval/tse-split extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted split=agreement
         name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, split temperature"
       fi
-      CALIBRATE_SPLIT=$split REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
+      if [ "$1" = tse-fresh ]; then  # tse-vote with the fine-tuned member trained on each correction once, not every stage
+        hw=3 out=docs/eval/tse-fresh extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted rows=new
+        name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, new rows first"
+      fi
+      FINETUNE_ROWS=$rows CALIBRATE_SPLIT=$split REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
@@ -125,6 +133,11 @@ run() {
         knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted CALIBRATE_SPLIT=agreement)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, fitted vote, split temperature"
       fi
+      if [ "$1" = financial-fresh ]; then  # financial-vote with the fine-tuned member trained on each correction once
+        out=docs/eval/financial-fresh extra=(--specialists "$FT")
+        knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted FINETUNE_ROWS=new)
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, new rows first"
+      fi
       env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/twitter-financial-news-sentiment/sent_train.csv --test $D/twitter-financial-news-sentiment/sent_valid.csv \
@@ -151,8 +164,8 @@ run() {
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
         --label-map '{"0": "not-offensive", "1": "offensive"}' --labels not-offensive,offensive --stage-size 1000 ;;
-    offensive-vote|offensive-audit|offensive-cal)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
-      local out=docs/eval/offensive-vote audit=0 vote=fitted name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
+    offensive-vote|offensive-audit|offensive-cal|offensive-fresh)  # the same with the service's defaults of now and the fine-tuned member, as tse-vote
+      local out=docs/eval/offensive-vote audit=0 vote=fitted rows=all name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote"
       if [ "$1" = offensive-cal ]; then  # offensive-vote with the recipe's equal vote: which of the two fits moves the hard share
         out=docs/eval/offensive-cal vote=recipe
         name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project"
@@ -161,7 +174,11 @@ run() {
         out=docs/eval/offensive-audit audit=$AUDIT
         name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, fitted vote, audit $AUDIT"
       fi
-      REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
+      if [ "$1" = offensive-fresh ]; then  # offensive-vote with the fine-tuned member trained on each correction once
+        out=docs/eval/offensive-fresh rows=new
+        name="tweeteval-offensive, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, new rows first"
+      fi
+      FINETUNE_ROWS=$rows REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=project DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 HUMAN_WEIGHT=3 \
         "${EVAL[@]}" "${ROUTER[@]}" --specialists "$FT" --out "$out" --name "$name" \
         --source $D/tweeteval-offensive/offensive__val_text.txt --stream $D/tweeteval-offensive/offensive__train_text.txt \
         --test $D/tweeteval-offensive/offensive__test_text.txt \
