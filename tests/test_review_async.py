@@ -40,11 +40,10 @@ def test_predict_answers_before_the_review_and_the_review_settles_in_the_backgro
         session_settings, default_bundle, tmp_path, fake):
     client, model = make(session_settings, tmp_path, fake, review_mode="async")
     texts = list(SCRIPT)
-    t0 = time.perf_counter()
     r = client.post("/predict", json=body(texts, project="41.1"))
-    elapsed = time.perf_counter() - t0
     assert r.status_code == 200
-    assert elapsed < 2.5, elapsed  # one scripted answer alone takes 3 s: the LLM was not waited for
+    # The LLM was not waited for: every task is still pending when /predict has answered (one scripted answer alone
+    # takes 3 s). Not a wall-clock bound: on a loaded machine /predict itself can take seconds (CI, 2.8 s).
     for result, rec in zip(r.json["results"], records(client, len(texts)), strict=True):
         assert rec["route"] == "pending" and result["score"] < 0.5  # human-side score until settled
         assert result["result"][0]["value"]["choices"] == rec["ensemble_labels"]
