@@ -67,14 +67,14 @@ def capped_rows(rows: np.ndarray, replayed: np.ndarray, cap: int, seed: int = 0,
     and the rest (older corrections and replayed rows alike) fill what is left at random: a specialist that continues
     from the served weights then sees each correction once, plus a random rehearsal, instead of once a stage.
     """
-    if len(rows) <= cap and fresh is None:
+    if len(rows) <= cap:
         return rows
     rng = np.random.default_rng(seed)
     first = ~replayed[rows] if fresh is None else np.asarray(fresh, dtype=bool)[rows]
     own, old = rows[first], rows[~first]
     if len(own) >= cap:
         return np.sort(rng.choice(own, cap, replace=False))
-    return np.sort(np.r_[own, rng.choice(old, min(cap - len(own), len(old)), replace=False)])
+    return np.sort(np.r_[own, rng.choice(old, cap - len(own), replace=False)])
 
 
 def _scores(y: np.ndarray, pred: np.ndarray, multiple: bool) -> dict[str, float]:

@@ -18,6 +18,19 @@ TFIDF = [{"name": "tfidf-lr", "family": "tfidf", "params": {}}, {"name": "nb", "
                                                                    "params": {"classifier": "nb"}}]
 
 
+def record_fits(monkeypatch, cls) -> dict[str, list[list[str]]]:
+    """Every text list `cls.fit` is called with, by specialist name, the real fit still running."""
+    fits: dict[str, list[list[str]]] = {}
+    fit = cls.fit
+
+    def recording(self, texts, y, sample_weight=None):
+        fits.setdefault(self.name, []).append(list(texts))
+        return fit(self, texts, y, sample_weight)
+
+    monkeypatch.setattr(cls, "fit", recording)
+    return fits
+
+
 @pytest.fixture(scope="module")
 def sample():
     data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
@@ -112,19 +125,12 @@ def test_capped_rows_take_the_project_rows_first_and_fill_with_replay():
 def test_a_specialist_with_max_rows_fits_on_at_most_that_many(tmp_path, sample, monkeypatch):
     from backend.specialists.tfidf import TfidfSpecialist
 
-    seen: dict[str, int] = {}
-    fit = TfidfSpecialist.fit
-
-    def counting(self, texts, y, sample_weight=None):
-        seen[self.name] = len(texts)
-        return fit(self, texts, y, sample_weight)
-
-    monkeypatch.setattr(TfidfSpecialist, "fit", counting)
+    fits = record_fits(monkeypatch, TfidfSpecialist)
     replay = np.r_[np.zeros(100, bool), np.ones(800, bool)]
     recipe = [TFIDF[0], {"name": "capped", "family": "tfidf", "params": {"max_rows": 250}}]
     _, manifest = train_bundle(BundleStore(tmp_path), LABELS, False, sample, recipe, replay_rows=replay,
                                sample_weight=np.where(replay, 1.0, 3.0))
-    assert seen == {"tfidf-lr": manifest.metrics["n_train"], "capped": 250}
+    assert {k: len(v[-1]) for k, v in fits.items()} == {"tfidf-lr": manifest.metrics["n_train"], "capped": 250}
 
 
 def test_the_project_specialist_joins_once_there_are_enough_varied_corrections():
@@ -224,20 +230,14 @@ def test_fresh_rows_come_first_and_the_rest_is_a_random_rehearsal():
 def test_a_specialist_marked_fresh_trains_on_the_new_rows_first(tmp_path, sample, monkeypatch):
     from backend.specialists.tfidf import TfidfSpecialist
 
-    seen: dict[str, list[str]] = {}
-    fit = TfidfSpecialist.fit
-
-    def recording(self, texts, y, sample_weight=None):
-        seen[self.name] = list(texts)
-        return fit(self, texts, y, sample_weight)
-
-    monkeypatch.setattr(TfidfSpecialist, "fit", recording)
+    fits = record_fits(monkeypatch, TfidfSpecialist)
     replay = np.r_[np.zeros(100, bool), np.ones(800, bool)]
     fresh = np.r_[np.zeros(70, bool), np.ones(30, bool), np.zeros(800, bool)]
     recipe = [TFIDF[0], {"name": "fresh", "family": "tfidf", "params": {"max_rows": 250, "rows": "fresh"}},
               {"name": "capped", "family": "tfidf", "params": {"max_rows": 250}}]
     train_bundle(BundleStore(tmp_path), LABELS, False, sample, recipe, replay_rows=replay, fresh_rows=fresh,
                  sample_weight=np.where(replay, 1.0, 3.0))
+    seen = {k: v[-1] for k, v in fits.items()}
     new = set(sample.texts[70:100])
     assert len(seen["fresh"]) == 250 and new <= set(seen["fresh"])
     assert len(set(sample.texts[:70]) & set(seen["fresh"])) < 70  # the older corrections are only rehearsed
@@ -298,10 +298,7 @@ def test_a_stage_fine_tunes_the_served_weights_on_the_new_corrections_first(tmp_
     store = Store(settings.database_url)
     store.note_project("7", "h", None, [], [], SENTIMENT_XML)
     log = CorrectionLog(store, settings.holdout_every)
-    fitted: list[list[str]] = []
-    fit = HFClassifierSpecialist.fit
-    monkeypatch.setattr(HFClassifierSpecialist, "fit",
-                        lambda self, texts, y, w=None: (fitted.append(list(texts)), fit(self, texts, y, w))[1])
+    fitted = record_fits(monkeypatch, HFClassifierSpecialist).setdefault("ft", [])
 
     def correct(first: int, n: int, seq: int) -> None:
         log.record("7", [{"control": "sentiment", "choices": sample.labels[i], "text": sample.texts[i],
