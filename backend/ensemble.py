@@ -60,10 +60,16 @@ class Ensemble:
         info = self.manifest.anchor
         return project_share(self.domain.predict_proba(texts)[:, 1], info.get("mode", "hard"), info.get("cutoff", 0.5))
 
+    def anchor_decisions(self, texts: Sequence[str], columns: Sequence[int] | None = None) -> list[Decision]:
+        """The anchor's decisions over this bundle's labels (all, or `columns`); only for a gated bundle."""
+        cols = list(range(len(self.labels))) if columns is None else list(columns)
+        return self.anchor.decisions(texts, columns=[self._anchor_cols[c] for c in cols])
+
     def decisions(self, texts: Sequence[str], probas: Sequence[np.ndarray] | None = None,
-                  columns: Sequence[int] | None = None, share: np.ndarray | None = None) -> list[Decision]:
-        """Decisions over all labels, or over `columns` only; `probas` (this bundle's own) and `share`
-        (`project_share`) are passed by a caller that already has them."""
+                  columns: Sequence[int] | None = None, share: np.ndarray | None = None,
+                  anchor: Sequence[Decision] | None = None) -> list[Decision]:
+        """Decisions over all labels, or over `columns` only; `probas` (this bundle's own), `share`
+        (`project_share`) and `anchor` (`anchor_decisions`) are passed by a caller that already has them."""
         if not texts:
             return []
         m = self.manifest
@@ -75,7 +81,7 @@ class Ensemble:
         if self.anchor is None:
             return own
         share = self.project_share(texts) if share is None else share
-        anchor = self.anchor.decisions(texts, columns=[self._anchor_cols[c] for c in cols])
+        anchor = self.anchor_decisions(texts, cols) if anchor is None else anchor
         return gate(own, anchor, share, m.multiple, m.threshold)
 
     def predict(self, texts: Sequence[str], columns: Sequence[int] | None = None) -> list[Decision]:

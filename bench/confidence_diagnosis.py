@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.bundles import BundleStore  # noqa: E402
-from backend.decision.gating import gate  # noqa: E402
-from backend.decision.voting import decide, expected_calibration_error  # noqa: E402
+from backend.decision.voting import expected_calibration_error  # noqa: E402
 from backend.ensemble import load_ensemble  # noqa: E402
 from backend.evaluation import data as eval_data  # noqa: E402
 from backend.evaluation.stream import CONTROL, PROJECT  # noqa: E402
@@ -63,16 +63,18 @@ def test_split(name: str) -> eval_data.Split:
     return data.test
 
 
-def _at(ensemble, t: float, probas: list[np.ndarray], share: np.ndarray | None, anchor: list | None,
-        gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _at(ensemble, t: float, texts: list[str], probas: list[np.ndarray], share: np.ndarray | None,
+        anchor: list | None, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Confidence and rightness of the served decisions (gate included) with the project side at temperature t.
     The anchor's decisions do not move with t: computed once by the caller, not once per temperature."""
-    m = ensemble.manifest
-    ds = decide(probas, ensemble.weights, float(t), m.multiple, m.threshold)
-    if anchor is not None:
-        ds = gate(ds, anchor, share, m.multiple, m.threshold)
+    served = ensemble.manifest
+    ensemble.manifest = replace(served, temperature=float(t), unanimous_temperature=None)
+    try:
+        ds = ensemble.decisions(texts, probas, share=share, anchor=anchor)
+    finally:
+        ensemble.manifest = served
     conf = np.array([d.confidence for d in ds])
-    return conf, np.array([m.labels[d.labels[0]] for d in ds], dtype=object) == gold
+    return conf, np.array([served.labels[d.labels[0]] for d in ds], dtype=object) == gold
 
 
 def diagnose(run_dir: Path, test: eval_data.Split, threshold: float) -> list[dict]:
@@ -89,13 +91,12 @@ def diagnose(run_dir: Path, test: eval_data.Split, threshold: float) -> list[dic
         probas = ensemble.probabilities(test.texts)
         share = ensemble.project_share(test.texts) if ensemble.gated else None
         served = ensemble.manifest
-        anchor = None
-        if ensemble.gated:
-            anchor = ensemble.anchor.decisions(test.texts, columns=ensemble._anchor_cols)
-        conf, right = _at(ensemble, served.temperature, probas, share, anchor, gold)
-        eces = [expected_calibration_error(*_at(ensemble, t, probas, share, anchor, gold)) for t in GRID]
+        anchor = ensemble.anchor_decisions(test.texts) if ensemble.gated else None
+        args = (test.texts, probas, share, anchor, gold)
+        conf, right = _at(ensemble, served.temperature, *args)
+        eces = [expected_calibration_error(*_at(ensemble, t, *args)) for t in GRID]
         best = float(GRID[int(np.argmin(eces))])
-        oc, _ = _at(ensemble, best, probas, share, anchor, gold)
+        oc, _ = _at(ensemble, best, *args)
         rows.append({"stage": stage, "version": version, "accuracy": round(float(right.mean()), 4),
                      "temperature": round(served.temperature, 3), "mean_confidence": round(float(conf.mean()), 4),
                      "ece": round(expected_calibration_error(conf, right), 4),

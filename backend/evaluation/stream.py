@@ -256,6 +256,7 @@ class Harness:
             after = score(served, self.data.test)
             # The same question on fixed items: stage samples differ in difficulty, the test set does not.
             test_out, test_hard = router.triage(names, after.decisions)
+            test_conf = np.array([d.confidence for d in after.decisions])
             auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
             would_auto = [k for k in spots if k not in set(plain_hard)]
             state.stages.append({
@@ -276,12 +277,12 @@ class Harness:
                 "test_project_share": after.project_share,
                 "test_hard_share_before_cap": below_threshold(test_out, test_hard) / max(len(self.data.test), 1),
                 # Above the accuracy: overconfident; below it: the temperature softens more than the errors ask.
-                "test_mean_confidence": _mean([d.confidence for d in after.decisions]),
+                "test_mean_confidence": _mean(test_conf),
                 # The paper's hard samples on the same fixed items: the specialists do not all answer alike.
                 "test_disagreement_share": _mean([not d.unanimous for d in after.decisions]),
                 # Whether the confidence the threshold reads means what it says on the project's own texts.
                 "test_ece": expected_calibration_error(
-                    np.array([d.confidence for d in after.decisions]),
+                    test_conf,
                     np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)),
                 "calibration": {"temperature": served.manifest.temperature,
                                 "unanimous_temperature": served.manifest.unanimous_temperature,
