@@ -2,7 +2,7 @@
 # The evaluation runs quoted in docs/benchmarks.md §5: the paper's annotation-stream protocol on the data in
 # ../shared/data, through `autoannotator evaluate`. Each run writes docs/eval/<name>/results.{json,md} and plots.
 #
-#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|offensive-fresh|financial-sweep|llm ...]
+#   bench/eval_runs.sh [tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh|tse-paper|financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh|financial-paper|tweeteval|tweeteval-vote|tweeteval-audit|offensive|offensive-cal|offensive-vote|offensive-audit|offensive-fresh|financial-sweep|llm ...]
 #   (default: the four oracle runs)
 #
 # Knobs are the service's own settings (HUMAN_WEIGHT, HOLDOUT_EVERY, ...), set here as a deployment would.
@@ -41,6 +41,10 @@ export CALIBRATE_SPLIT=${CALIBRATE_SPLIT:-off}
 # runs on the new ones first, the rest of its 6,000 rows a random rehearsal (FINETUNE_ROWS=new).
 export FINETUNE_ROWS=${FINETUNE_ROWS:-all}
 AUDIT=${AUDIT:-0.03}
+# The *-paper runs route as the service does out of the box (REVIEW_RULE=disagreement_or_confidence at
+# REVIEW_CONFIDENCE_THRESHOLD 0: the paper's hard samples, the specialists disagreeing), not at the 0.9 threshold;
+# the later --rule/--threshold win over the ones every run gets.
+PAPER=(--rule disagreement_or_confidence --threshold 0)
 # 20,000 SemEval rows: the replay size, and what the data README's simulation cold-started from.
 EVAL=(.venv/bin/autoannotator evaluate --cache-dir "$CACHE" --rule confidence --source-rows "${SOURCE_ROWS:-20000}"
       ${KEEP_WORK:+--keep-work})  # KEEP_WORK=1 keeps every stage's bundles and database in <out>/work
@@ -52,7 +56,7 @@ FIN_MAP='{"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0
 
 run() {
   case "$1" in
-    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
+    tse|tse-hw3|tse-ft|tse-gate|tse-gate-cut|tse-cal|tse-vote|tse-audit|tse-split|tse-fresh|tse-paper)  # the paper's MTEB-Sentiment: a 7:3 split of tweet-sentiment-extraction's train file
       # tse-hw3: the service's default HUMAN_WEIGHT 3 instead of 10 (levers_sim: less forgetting, more accuracy here)
       local out=docs/eval/tse name=tweet-sentiment-extraction hw=$HUMAN_WEIGHT extra=() gate=$DOMAIN_GATE cutoff=
       local cal=$CALIBRATE_ON vote=$VOTE_WEIGHTS audit=$REVIEW_AUDIT_SHARE split=$CALIBRATE_SPLIT rows=$FINETUNE_ROWS
@@ -89,11 +93,15 @@ run() {
         hw=3 out=docs/eval/tse-fresh extra=(--specialists "$FT") gate=hard cutoff=0.7 cal=project vote=fitted rows=new
         name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, new rows first"
       fi
+      if [ "$1" = tse-paper ]; then  # tse-vote routed by the service's default rule
+        hw=3 out=docs/eval/tse-paper extra=(--specialists "$FT" "${PAPER[@]}") gate=hard cutoff=0.7 cal=project vote=fitted
+        name="tweet-sentiment-extraction, HUMAN_WEIGHT 3, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, the paper's rule"
+      fi
       FINETUNE_ROWS=$rows CALIBRATE_SPLIT=$split REVIEW_AUDIT_SHARE=$audit VOTE_WEIGHTS=$vote CALIBRATE_ON=$cal DOMAIN_GATE=$gate DOMAIN_GATE_CUTOFF=${cutoff:-$DOMAIN_GATE_CUTOFF} HUMAN_WEIGHT=$hw "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \
         --stream $D/tweet-sentiment-extraction/initial__train.csv --text-col text --label-col sentiment \
         --test-split 0.3 --test-rows 3000 --labels negative,neutral,positive --stage-size 2000 ;;
-    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh)  # the paper's JPP-Sentiment: train as stream, valid as test; names
+    financial|financial-ft|financial-ft-keep|financial-gate|financial-gate-cut|financial-cal|financial-vote|financial-audit|financial-split|financial-fresh|financial-paper)  # the paper's JPP-Sentiment: train as stream, valid as test; names
       # mapped to Bearish/Bullish/Neutral. financial-ft-keep: the forgetting trade-off, HUMAN_WEIGHT 3 and no project
       # specialist (it knows nothing but the project).
       local out=docs/eval/financial name=twitter-financial-news-sentiment extra=() knobs=()
@@ -137,6 +145,11 @@ run() {
         out=docs/eval/financial-fresh extra=(--specialists "$FT")
         knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted FINETUNE_ROWS=new)
         name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, new rows first"
+      fi
+      if [ "$1" = financial-paper ]; then  # financial-vote routed by the service's default rule
+        out=docs/eval/financial-paper extra=(--specialists "$FT" "${PAPER[@]}")
+        knobs=(DOMAIN_GATE=hard DOMAIN_GATE_CUTOFF=0.7 CALIBRATE_ON=project VOTE_WEIGHTS=fitted)
+        name="twitter-financial-news-sentiment, fine-tuned MiniLM, domain gate at 0.7, calibrated on the project, fitted vote, the paper's rule"
       fi
       env "${knobs[@]}" "${EVAL[@]}" "${ROUTER[@]}" "${extra[@]}" --name "$name" --out "$out" \
         --source "${SOURCE[@]}" --source-text-col 2 --source-label-col 1 --source-test "$SOURCE_TEST" \

@@ -72,12 +72,13 @@ def markdown(results: dict[str, Any]) -> str:
                                                       f"({st['change_points']:+.2f} pt)"))
     lines += ["| measure | value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
     names = list(main["specialists"])
-    lines += ["| stage | items | hard share (before cap) | unseen test below the threshold | test ECE | auto acc. | "
-              + " | ".join(f"test {n}" for n in names) + " | test ensemble | training |",
-              "|---" * (7 + len(names)) + "|---|"]
+    lines += ["| stage | items | hard share (before cap) | unseen test hard (before cap) | unseen test below 0.9 | "
+              "test ECE | auto acc. | " + " | ".join(f"test {n}" for n in names) + " | test ensemble | training |",
+              "|---" * (8 + len(names)) + "|---|"]
     for s in main["stages"]:
         lines.append(f"| {s['stage']} | {s['items']} | {_pct(s['hard_share'])} ({_pct(s['hard_share_before_cap'])}) | "
-                     f"{_pct(s.get('test_hard_share_before_cap'))} | {_ece(s.get('test_ece'))} | "
+                     f"{_pct(s.get('test_hard_share_before_cap'))} | {_pct(s.get('test_below_reference_share'))} | "
+                     f"{_ece(s.get('test_ece'))} | "
                      f"{_pct(s['auto_accuracy'])} | "
                      + " | ".join(_pct(s["test_specialists"].get(n)) for n in names)
                      + f" | {_pct(s['test_accuracy'])} | {s['training']} |")

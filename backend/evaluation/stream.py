@@ -271,6 +271,8 @@ class Harness:
                 "reviewed_from_backlog": len(hard) - hard_new,
                 "auto_accuracy": _mean([it.label == y for it, y in auto]), "auto_items": len(auto),
                 "disagreement_share": _mean([not scored.decisions[k].unanimous for k in range(first_new, len(pool))]),
+                "below_reference_share": _mean([scored.decisions[k].confidence < REFERENCE_THRESHOLD
+                                                for k in range(first_new, len(pool))]),
                 "stage_vote_accuracy": _mean([scored.predicted[k] == part.labels[k]
                                               for k in range(first_new, len(pool))]),
                 "test_accuracy": after.accuracy, "test_specialists": after.specialists,
@@ -280,6 +282,8 @@ class Harness:
                 "test_mean_confidence": _mean(test_conf),
                 # The paper's hard samples on the same fixed items: the specialists do not all answer alike.
                 "test_disagreement_share": _mean([not d.unanimous for d in after.decisions]),
+                # The eval runs' threshold rule on the same items, whatever this run's rule: runs compare.
+                "test_below_reference_share": _mean(test_conf < REFERENCE_THRESHOLD),
                 # Whether the confidence the threshold reads means what it says on the project's own texts.
                 "test_ece": expected_calibration_error(
                     test_conf,
@@ -365,6 +369,10 @@ class Harness:
         if settings.review_audit_share > 0:
             figures["audit_claim"] = audit_claim(state.stages, figures["test_auto_accuracy"])
         return figures
+
+
+#: The confidence threshold most eval runs route at; every run records its share below it, whatever its own rule.
+REFERENCE_THRESHOLD = 0.9
 
 
 def below_threshold(outcomes: Sequence[Any], hard: Sequence[int], first: int = 0) -> int:
