@@ -32,6 +32,21 @@ def test_below(stages: list[dict]) -> str:
     return f" / {pct(stages[0]['test_hard_share_before_cap'])} → {pct(stages[-1]['test_hard_share_before_cap'])}"
 
 
+def rule(run: dict) -> str:
+    """What the hard-share column measures for this run: the share under its threshold, or the paper's disagreement."""
+    st = run.get("settings") or {}
+    if st.get("review_rule", "confidence") == "confidence":
+        return ""
+    under = ""
+    if "test_below_reference_share" in run["stages"][0]:
+        s = run["stages"]
+        under = (f"; under 0.9: {pct(s[0]['below_reference_share'])} → {pct(s[-1]['below_reference_share'])}"
+                 f" / {pct(s[0]['test_below_reference_share'])} → {pct(s[-1]['test_below_reference_share'])}")
+    threshold = st.get("review_confidence_threshold")
+    kind = "disagreement" if not threshold else f"disagreement or under {threshold}"
+    return f" ({kind}{under})"
+
+
 def test_ece(stages: list[dict]) -> str:
     if "test_ece" not in stages[0]:
         return "n/a"  # runs made before the harness measured it
@@ -41,7 +56,8 @@ def test_ece(stages: list[dict]) -> str:
 def main() -> None:
     print("| run | reviewer | stream items | final acc. | reviewed | auto-accepted acc. (stream / unseen test) | "
           "auto-accepted acc. stated → unseen | plain vote | no learning, same review | "
-          "below the threshold, first → last stage (stream / unseen test) | unseen test ECE, first → last | "
+          "hard share before the cap (under the threshold unless said), first → last stage (stream / unseen test) | "
+          "unseen test ECE, first → last | "
           "source test change |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted((REPO / "docs" / "eval").glob("*/results.json")):
@@ -54,7 +70,7 @@ def main() -> None:
               f"{pct(run['vote_accuracy'])} | "
               f"{pct(r['no_learning']['final_accuracy'])} | "
               f"{pct(stages[0]['hard_share_before_cap'])} → {pct(stages[-1]['hard_share_before_cap'])}"
-              f"{test_below(stages)} | {test_ece(stages)} | "
+              f"{test_below(stages)}{rule(run)} | {test_ece(stages)} | "
               f"{'n/a' if not src else format(src['change_points'], '+.2f') + ' pt'} |")
 
 
