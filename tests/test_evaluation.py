@@ -88,7 +88,9 @@ def test_oracle_run_adds_up_and_learns(harness):
     assert 0.0 < r["test_auto_share"] <= 1.0 and 0.0 <= r["test_auto_accuracy"] <= 1.0
     last, claim = r["stages"][-1], r["auto_accuracy_claim"]
     assert last["auto_items"] == round(last["items"] * (1 - last["reviewed_share"]))
-    assert claim["stated"] < last["auto_accuracy"] and claim["unseen"] == r["test_auto_accuracy"]
+    assert claim["stated"] < min(s["auto_accuracy"] for s in r["stages"][-3:])
+    assert claim["unseen"] == r["test_auto_accuracy"]
+    assert set(claim["per_stage"]) == {s["stage"] for s in r["stages"][-3:]}
     assert claim["met"] == (claim["unseen"] >= claim["stated"])
     assert all(0.0 <= s["disagreement_share"] <= 1.0 for s in r["stages"])
     # The paper's hard share and the stated confidence on the fixed unseen test, stage by stage.
@@ -144,9 +146,17 @@ def test_the_stated_auto_accuracy_is_a_lower_bound_the_checked_items_support():
     assert wilson_lower(900, 1000) > wilson_lower(90, 100)  # more checked items, a tighter bound
     assert wilson_lower(0, 0) is None and wilson_lower(10, 10) < 1.0
     stage = {"stage": 4, "auto_items": 750, "auto_accuracy": 0.8}
-    assert auto_claim(stage, 0.79)["met"] is True  # within what 750 items support
-    assert auto_claim(stage, 0.70)["met"] is False
-    assert auto_claim({"stage": 1, "auto_items": 0, "auto_accuracy": None}, 0.9)["met"] is None
+    assert auto_claim([stage], 0.79)["met"] is True  # within what 750 items support
+    assert auto_claim([stage], 0.70)["met"] is False
+    assert auto_claim([{"stage": 1, "auto_items": 0, "auto_accuracy": None}], 0.9)["met"] is None
+    # One easy stage does not lift the claim: the lowest of the last three stages' bounds is stated.
+    stages = [{"stage": 1, "auto_items": 750, "auto_accuracy": 0.5}, {"stage": 2, "auto_items": 750,
+              "auto_accuracy": 0.8}, stage | {"stage": 3, "auto_accuracy": 0.78}, stage | {"stage": 4,
+              "auto_accuracy": 0.9}]
+    c = auto_claim(stages, 0.77)
+    assert c["stated"] == pytest.approx(wilson_lower(round(0.78 * 750), 750)) and set(c["per_stage"]) == {2, 3, 4}
+    assert c["met"] is True and auto_claim(stages[-1:], 0.77)["met"] is False
+    assert "stages 2 (750 auto-accepted items), 3" in c["basis"]
 
 
 def test_backlog_queue_reviews_the_hardest_of_all_accepted_items_within_the_same_spend(harness):

@@ -50,7 +50,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("auto-accepted share / accuracy (stream)", f"{_pct(main['auto_share'])} / {_pct(main['auto_accuracy'])}"),
         ("auto-accepted share / accuracy (unseen test, final models)",
          f"{_pct(main['test_auto_share'])} / {_pct(main['test_auto_accuracy'])}"),
-        ("auto-accepted accuracy stated (95% lower bound, last stage) → unseen test", _claim(main)),
+        ("auto-accepted accuracy stated (lowest 95% lower bound of the last 3 stages) → unseen test", _claim(main)),
         *([("auto-accepted accuracy stated from the audit (95% lower bound, last 3 stages) → unseen test",
             _claim(main, "audit_claim"))] if main.get("audit_claim") else []),
         ("reviewer accuracy on what it settled", _pct(main["reviewer_accuracy"])),
