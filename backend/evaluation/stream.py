@@ -412,10 +412,9 @@ def auto_claim(stages: Sequence[dict[str, Any]], unseen: float | None, last: int
 
     Each of the last stages' auto-accepted stream items (their labels were checked against gold here, by an audit
     sample in a live project) gives a 95% lower bound; the claim is the lowest of them. One stage is not enough:
-    stages differ in difficulty by more than their sampling error (a stage whose plain vote ran 2.8 points above
-    the test's lifted tse-paper's last-stage bound above what the final models reached on unseen data), so the
-    lowest recent bound is what one easy stage cannot lift. It is checked against the final models'
-    auto-accepted share of the unseen test set.
+    the unseen check is a sample too, and one easy stage lifted tse-paper's last-stage bound above what the final
+    models reached on unseen data; the lowest recent bound is what one easy stage cannot lift. It is checked
+    against the final models' auto-accepted share of the unseen test set.
     """
     recent = [s for s in stages[-last:] if s.get("auto_items", 0) > 0 and s.get("auto_accuracy") is not None]
     bounds = {s["stage"]: wilson_lower(round(s["auto_accuracy"] * s["auto_items"]), s["auto_items"])
