@@ -421,7 +421,7 @@ def auto_claim(stages: Sequence[dict[str, Any]], unseen: float | None, last: int
               for s in recent}
     stated = min(bounds.values()) if bounds else None
     basis = ("lowest Wilson 95% lower bound of stages "
-             + ", ".join(f"{k} ({s['auto_items']} auto-accepted items)" for k, s in zip(bounds, recent, strict=True)))
+             + ", ".join(f"{s['stage']} ({s['auto_items']} auto-accepted items)" for s in recent))
     return {"stated": stated, "basis": basis, "per_stage": bounds,
             "unseen": unseen, "met": None if stated is None or unseen is None else unseen >= stated}
 
