@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -177,6 +178,8 @@ class AutoAnnotatorModel:
             self.store.note_texts(pid, [(t["id"], x) for t, x in zip(tasks, first, strict=True)
                                         if isinstance(t.get("id"), int) and x])
         defer = self.defer_review
+        # LLM_INLINE_SECONDS bounds the LLM's time in this request, whatever its size.
+        deadline = time.monotonic() + self.settings.llm_inline_seconds
         queued = 0
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
@@ -188,9 +191,11 @@ class AutoAnnotatorModel:
             for start in range(0, len(texts), _CHUNK):
                 chunk = texts[start : start + _CHUNK]
                 decisions = ensemble.predict(chunk, idx)
+                ids = [t.get("id") if isinstance(t.get("id"), int) else None for t in tasks[start:start + _CHUNK]]
                 outcomes = self.review.apply(pid, control.multiple, names, chunk, decisions,
                                              examples=lambda c=control: self._examples(pid, c.name), defer=defer,
-                                             audited=self._audited(pid, tasks[start : start + _CHUNK]))
+                                             audited=self._audited(pid, tasks[start : start + _CHUNK]),
+                                             control=control.name, task_ids=ids, deadline=deadline)
                 records, pending = [], []
                 for i, (d, o) in enumerate(zip(decisions, outcomes, strict=True), start):
                     scores[i].append(o.score)
@@ -199,11 +204,13 @@ class AutoAnnotatorModel:
                         regions[i].append(self._region(control, o.labels, o.score))
                     records.append(self._provenance(pid, tasks[i], control.name, version, names, d, o))
                     if o.route == "llm" and isinstance(tasks[i].get("id"), int):
-                        self.intake.corrections.record_llm(pid, tasks[i]["id"], control.name, o.labels[0], texts[i])
+                        self.intake.corrections.record_llm(pid, tasks[i]["id"], control.name, o.labels[0], texts[i],
+                                                           self.settings.llm_model)
                     if o.route == "pending" and isinstance(tasks[i].get("id"), int):
                         pending.append({"task_id": tasks[i]["id"], "text": texts[i], "to_name": control.to_name,
                                         "confidence": d.confidence, "probabilities": list(d.probabilities),
-                                        "labels": o.labels, "score": o.score, "reason": o.reason})
+                                        "labels": o.labels, "score": o.score, "reason": o.reason,
+                                        "audit": o.audit})
                 self.store.save_provenance([r for r in records if r is not None])
                 if pending:  # written before /predict answers: nothing is lost if the process dies
                     self.review_jobs.request(pid, control.name, version, control.multiple, names, pending)
@@ -278,7 +285,7 @@ class AutoAnnotatorModel:
                 "ensemble_labels": [names[j] for j in d.labels], "confidence": round(d.confidence, 6),
                 "score": o.score, "votes": [[names[j] for j in v] for v in d.votes],
                 "probabilities": {n: round(p, 6) for n, p in zip(names, d.probabilities, strict=True)},
-                "llm": o.review.as_dict() if o.review is not None else None}
+                "llm": {**o.review.as_dict(), "audit": o.audit} if o.review is not None else None}
 
     @staticmethod
     def _region(control: ChoiceControl, choices: list[str], confidence: float) -> dict[str, Any]:
@@ -308,6 +315,49 @@ class AutoAnnotatorModel:
     def llm_usage(self, project: Any = None) -> dict[str, Any]:
         pid = project_key(project) if project else None
         return {"project": pid, **self.review.totals(pid), "routes": self.store.route_counts(pid)}
+
+    def trust(self, project: Any) -> dict[str, Any]:
+        """The trust ledger of every (control, LLM model) with checks in this project, and the current model's."""
+        pid = project_key(project)
+        review = self.review
+        out = []
+        pairs = set(review.trust.models(pid)) if review.trust is not None else set()
+        for c in self._controls(pid):
+            if self.settings.llm_model:
+                pairs.add((c["control"], self.settings.llm_model))
+        labels = {c["control"]: list(c["labels"]) for c in self._controls(pid)}
+        for control, llm_model in sorted(pairs):
+            names = labels.get(control) or []
+            ledger = review.trust.ledger(pid, control, llm_model, names) if review.trust is not None else None
+            if ledger is None:
+                continue
+            out.append({"control": control, "llm_model": llm_model,
+                        "current": llm_model == self.settings.llm_model, **ledger.as_dict(),
+                        "audit_rate": ledger.audit_rate(self.settings.llm_audit_share)})
+        return {"project": pid, "ledgers": out}
+
+    def quality(self, project: Any) -> dict[str, Any]:
+        """TARGET_ACCURACY per control: the derived auto-accept threshold and the audit evidence behind it."""
+        pid = project_key(project)
+        target = self.settings.target_accuracy
+        controls = []
+        for c in self._controls(pid):
+            entry: dict[str, Any] = {"control": c["control"]}
+            if target and self.review.trust is not None:
+                entry.update(self.review.trust.stated(pid, c["control"], target).as_dict())
+            else:
+                _, right = (self.review.trust.audit_evidence(pid, c["control"])
+                            if self.review.trust is not None else ([], []))
+                entry.update({"target_accuracy": None, "audited_tasks": len(right),
+                              "audited_accuracy": round(sum(right) / len(right), 4) if right else None})
+            controls.append(entry)
+        return {"project": pid, "target_accuracy": target or None,
+                "review_audit_share": self.settings.review_audit_share, "controls": controls}
+
+    def _controls(self, project_id: str) -> list[dict[str, Any]]:
+        p = self.store.project(project_id)
+        controls = (p or {}).get("controls") or []
+        return list(json.loads(controls) if isinstance(controls, str) else controls)
 
     def versions(self) -> list[str]:
         store = self.registry.store

@@ -155,6 +155,22 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def llm_usage() -> Response:
         return jsonify(model.llm_usage(request.args.get("project")))
 
+    @app.get("/trust")
+    def trust() -> Response:
+        project = request.args.get("project")
+        if not project:
+            raise ApiError("'project' is required: /trust?project=<Label Studio project id>", status=400)
+        report = model.trust(project)
+        metrics.observe_trust(report)
+        return jsonify(report)
+
+    @app.get("/quality")
+    def quality() -> Response:
+        project = request.args.get("project")
+        if not project:
+            raise ApiError("'project' is required: /quality?project=<Label Studio project id>", status=400)
+        return jsonify(model.quality(project))
+
     @app.get("/review/jobs")
     def review_jobs() -> Response:
         project = request.args.get("project")
@@ -168,6 +184,8 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        for p in model.store.projects():  # the ledgers are in the database: any worker reports them all
+            metrics.observe_trust(model.trust(p["project_id"]))
         data, content_type = metrics.render()
         return Response(data, content_type=content_type)
 

@@ -1,4 +1,4 @@
-"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, evaluate, worker, jobs."""
+"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, evaluate, worker, jobs, trust."""
 
 from __future__ import annotations
 
@@ -175,6 +175,27 @@ def cmd_review_jobs(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(job, default=str))
 
 
+def cmd_trust(args: argparse.Namespace, settings: Settings) -> None:
+    from model import AutoAnnotatorModel
+
+    report = AutoAnnotatorModel(settings, background=False).trust(args.project)
+    if args.json:
+        print(json.dumps(report))
+        return
+    if not report["ledgers"]:
+        print(f"project {report['project']}: no LLM checks yet")
+    for led in report["ledgers"]:
+        print(f"project {report['project']} · {led['control']} · {led['llm_model']}: {led['checks']} checks"
+              f"{' (new: every review audited)' if led['new'] else ''}, audit rate {led['audit_rate']:g}")
+        print(f"  {'class':<20} {'state':<11} {'n':>5} {'LLM acc':>8} {'95% interval':>15} {'ensemble':>9}")
+        for c in led["classes"]:
+            ci = c["llm_interval"]
+            span = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+            acc = "-" if c["llm_accuracy"] is None else f"{c['llm_accuracy']:.3f}"
+            ens = "-" if c["ensemble_accuracy"] is None else f"{c['ensemble_accuracy']:.3f}"
+            print(f"  {c['label'][:20]:<20} {c['state']:<11} {c['n']:>5} {acc:>8} {span:>15} {ens:>9}")
+
+
 def _floats(value: str | None) -> list[float]:
     return [float(x) for x in value.split(",") if x.strip()] if value else []
 
@@ -327,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage: review the hardest new items of each stage; backlog: the hardest of every item "
                          "accepted so far, re-scored by the current models (Label Studio's uncertainty sampling)")
     ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("trust", help="the LLM's trust ledger for a project: per class, checks against people, "
+                                      "accuracy with a 95%% interval, the ensemble's on the same items, the state")
+    tr.add_argument("--project", required=True)
+    tr.add_argument("--json", action="store_true", help="print the report as JSON")
+    tr.set_defaults(func=cmd_trust)
 
     j = sub.add_parser("jobs", help="list training jobs")
     j.add_argument("--project")

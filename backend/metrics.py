@@ -32,6 +32,32 @@ LLM_COST = Counter("autoannotator_llm_cost_usd_total", "LLM cost in USD, from th
 BUNDLES_LOADED = Gauge("autoannotator_bundles_loaded", "Ensembles loaded in this process", multiprocess_mode="max")
 
 
+TRUST_N = Gauge("autoannotator_llm_trust_checks", "LLM answers a person also labelled, per class answered",
+                ["project", "control", "model", "label"], multiprocess_mode="max")
+TRUST_ACCURACY = Gauge("autoannotator_llm_trust_accuracy", "The LLM's measured accuracy per class answered, with the "
+                       "ends of its 95% interval", ["project", "control", "model", "label", "bound"],
+                       multiprocess_mode="max")
+TRUST_ENSEMBLE = Gauge("autoannotator_llm_trust_ensemble_accuracy", "The ensemble's accuracy on the same checked items",
+                       ["project", "control", "model", "label"], multiprocess_mode="max")
+TRUST_STATE = Gauge("autoannotator_llm_trust_state", "1 for the class's state (probation, trusted, distrusted)",
+                    ["project", "control", "model", "label", "state"], multiprocess_mode="max")
+
+
+def observe_trust(report: dict) -> None:
+    """Set the trust gauges from a `/trust` report."""
+    pid = str(report.get("project"))
+    for led in report.get("ledgers", []):
+        for c in led["classes"]:
+            key = (pid, led["control"], led["llm_model"], c["label"])
+            TRUST_N.labels(*key).set(c["n"])
+            TRUST_ENSEMBLE.labels(*key).set(c["ensemble_accuracy"] if c["ensemble_accuracy"] is not None else -1)
+            ci = c["llm_interval"] or [None, None]
+            for bound, value in (("point", c["llm_accuracy"]), ("low", ci[0]), ("high", ci[1])):
+                TRUST_ACCURACY.labels(*key, bound).set(value if value is not None else -1)
+            for state in ("probation", "trusted", "distrusted"):
+                TRUST_STATE.labels(*key, state).set(1 if c["state"] == state else 0)
+
+
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

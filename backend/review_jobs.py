@@ -156,7 +156,8 @@ def _review(job: dict[str, Any], settings: Settings, store: Store, review: HardS
     pending = [Outcome(list(it["labels"]), float(it["score"]), "pending", it["reason"]) for it in items]
     outcomes = review.settle(pid, names, [it["text"] for it in items],
                              [(float(it["confidence"]), it["probabilities"]) for it in items], pending, shots,
-                             settings.llm_batch_seconds)
+                             settings.llm_batch_seconds, control=control,
+                             audits=[bool(it.get("audit")) for it in items])
     review.count(outcomes)
     results = []
     with store.engine.begin() as conn:
@@ -165,12 +166,12 @@ def _review(job: dict[str, Any], settings: Settings, store: Store, review: HardS
                 provenance.c.project_id == pid, provenance.c.task_id == it["task_id"],
                 provenance.c.control == control, provenance.c.model_version == job["model_version"]).values(
                 route=o.route, reason=o.reason[:2000], labels=o.labels, score=o.score,
-                llm=o.review.as_dict() if o.review is not None else None))
+                llm={**o.review.as_dict(), "audit": o.audit} if o.review is not None else None))
             results.append({"task_id": it["task_id"], "route": o.route, "labels": o.labels, "score": o.score,
                             "reason": o.reason[:2000]})
     for it, o in zip(items, outcomes, strict=True):
         if o.route == "llm":
-            corrections.record_llm(pid, it["task_id"], control, o.labels[0], it["text"])
+            corrections.record_llm(pid, it["task_id"], control, o.labels[0], it["text"], settings.llm_model)
     return results
 
 

@@ -108,6 +108,17 @@ class Settings:
     # REVIEW_MAX_SHARE: the unbiased sample the temperature is fitted on (backend/decision/audit.py). 0: none.
     review_audit_share: float = 0.0
     review_guideline: str = ""
+    # The LLM is measured against people (backend/decision/trust.py): this share of its reviews is also sent to a
+    # person (all of them while it has fewer than 30 checks on the project), and its answer becomes a label only
+    # for classes where it measurably beats the ensemble.
+    llm_audit_share: float = 0.05
+    # People's time, per project: at most this running share of predicted tasks, and this many a day (0: no cap).
+    human_max_share: float = 1.0
+    human_budget_day: int = 0
+    human_cost_usd: float = 0.10  # what a person's label costs, against the LLM's measured price per call
+    # A stated accuracy for auto-accepted labels: the auto-accept threshold is derived from the random audit
+    # (REVIEW_AUDIT_SHARE) so it holds with 95 % confidence (backend/decision/quality.py). 0: off.
+    target_accuracy: float = 0.0
     # Where hard samples are reviewed: "inline" inside /predict, or "async" (/predict answers with the ensemble's
     # labels at once; an rq job, or a thread without REDIS_URL, reviews them and pushes the results to Label Studio).
     review_mode: str = "inline"
@@ -135,6 +146,21 @@ class Settings:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
                                  f"not {getattr(self, name)!r}")
+        from backend.decision.routing import RULES
+
+        if self.review_rule not in RULES:
+            raise ValueError(f"REVIEW_RULE must be one of {list(RULES)}, not {self.review_rule!r}")
+        if self.review_mode.strip().lower() not in ("inline", "async"):
+            raise ValueError(f"REVIEW_MODE must be 'inline' or 'async', not {self.review_mode!r}")
+        for name in ("llm_audit_share", "human_max_share", "review_max_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name.upper()} must lie within [0, 1], not {getattr(self, name)}")
+        if self.human_cost_usd < 0 or self.human_budget_day < 0:
+            raise ValueError("HUMAN_COST_USD and HUMAN_BUDGET_DAY must not be negative")
+        if self.target_accuracy and not 0.0 < self.target_accuracy < 1.0:
+            raise ValueError(f"TARGET_ACCURACY must lie strictly between 0 and 1 (0: off), not {self.target_accuracy}")
+        if self.target_accuracy and self.review_audit_share <= 0:
+            raise ValueError("TARGET_ACCURACY needs evidence from a random audit: set REVIEW_AUDIT_SHARE (e.g. 0.02)")
         if not 0.0 <= self.review_audit_share < 1.0:
             raise ValueError(f"REVIEW_AUDIT_SHARE must lie within [0, 1), not {self.review_audit_share}")
         if not 0.0 < self.domain_gate_cutoff < 1.0:

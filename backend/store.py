@@ -168,6 +168,54 @@ review_jobs = Table(
 )
 
 
+# The trust ledger's evidence: one row per LLM answer that a person also labelled (backend/trust.py). A task's later
+# annotation replaces its row, so the ledger counts each task once, with the person's latest word.
+trust_checks = Table(
+    "trust_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("control", String(255), nullable=False),
+    Column("llm_model", String(255), nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("llm_answer", String(255), nullable=False),
+    Column("human_label", String(255), nullable=False),
+    Column("ensemble_label", String(255)),
+    Column("confidence", Float),
+    Column("audited", Boolean, nullable=False, default=False),  # picked by the LLM audit, not annotated by chance
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "control", "llm_model", "task_id", name="uq_trust_check"),
+)
+
+# The random audit's evidence for TARGET_ACCURACY (backend/decision/quality.py): the ensemble's answer and confidence
+# on tasks a person labelled whatever the confidence.
+audit_checks = Table(
+    "audit_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("control", String(255), nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("ensemble_label", String(255), nullable=False),
+    Column("human_label", String(255), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("project_id", "control", "task_id", name="uq_audit_check"),
+)
+
+# What a project has spent, per resource and period ("" for all time, "YYYY-MM-DD" for a day), as exact counters:
+# every reservation is one conditional UPDATE, so gunicorn workers, rq workers and restarts share them
+# (backend/spend.py).
+spend = Table(
+    "spend",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("resource", String(32), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("used", Float, nullable=False, default=0.0),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -77,8 +77,12 @@ class CorrectionLog:
         """Frozen from training: the gate's holdout, and the audit (a sample is only unbiased if never trained on)."""
         return is_holdout(project_id, task_id, self.holdout_every) or self.audited(project_id, task_id)
 
-    def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human") -> int:
-        """Insert or replace (same annotation and control) each record; returns how many were written."""
+    def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human",
+               held_out: set[int] | frozenset[int] = frozenset()) -> int:
+        """Insert or replace (same annotation and control) each record; returns how many were written.
+
+        Tasks in `held_out` (those the LLM audit sent to a person) are frozen from training like the holdout:
+        they are what the gate judges a candidate trained on LLM labels by."""
         now = time.time()
         with self.store.engine.begin() as conn:
             for r in records:
@@ -96,12 +100,15 @@ class CorrectionLog:
                     conn.execute(insert(corrections).values(
                         project_id=project_id, task_id=r.get("task_id"), annotation_id=r.get("annotation_id"),
                         control=r["control"], source=source, created_at=now,
-                        holdout=source == "human" and self.held_out(project_id, r.get("task_id")),
+                        holdout=source == "human" and (self.held_out(project_id, r.get("task_id"))
+                                                       or r.get("task_id") in held_out),
                         **values))
         return len(records)
 
-    def record_llm(self, project_id: str, task_id: int, control: str, label: str, text: str) -> None:
-        """An LLM-settled hard sample: a lower-trust label (LLM_WEIGHT), one per task and control."""
+    def record_llm(self, project_id: str, task_id: int, control: str, label: str, text: str,
+                   llm_model: str = "") -> None:
+        """An LLM-settled hard sample: a label weighed by the LLM's measured trust (finetune/trainer.py), one per
+        task and control; `annotator` names the model ("llm:<model>") whose ledger weighs it."""
         now = time.time()
         with self.store.engine.begin() as conn:
             existing = conn.execute(select(corrections.c.id).where(
@@ -113,7 +120,7 @@ class CorrectionLog:
             else:
                 conn.execute(insert(corrections).values(project_id=project_id, task_id=task_id, control=control,
                                                         source="llm", holdout=False, created_at=now,
-                                                        annotator="llm", **values))
+                                                        annotator=f"llm:{llm_model}"[:255], **values))
 
     def retract(self, project_id: str | None, annotation_ids: list[int], seq: int) -> int:
         q = update(corrections).where(corrections.c.annotation_id.in_(annotation_ids))

@@ -10,6 +10,7 @@ from typing import Any
 from backend.labelconfig import LabelConfigError, parse_label_config
 from backend.settings import Settings
 from backend.store import Store
+from backend.trust import TrustLedger
 from finetune.corrections import CorrectionLog, extract
 from finetune.jobs import TrainingJobs
 from finetune.policy import training_reason
@@ -32,6 +33,7 @@ class Intake:
         self.store = store
         self.corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
         self.jobs = TrainingJobs(store, settings)
+        self.trust = TrustLedger(store.engine)
         self.policy = policy_from(settings)
         self.has_bundle = has_bundle
 
@@ -42,7 +44,12 @@ class Intake:
         if action in ANNOTATION_EVENTS:
             project = self.store.project(pid)
             records = extract(body, project.get("label_config") if project else None)
-            out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id)}
+            # The LLM's checks first: what it said on these tasks, against the person's label (backend/trust.py).
+            audited = self.trust.llm_audited(pid, records)
+            checks = self.trust.from_annotation(pid, records, lambda t: self.corrections.audited(pid, t))
+            out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id, held_out=audited)}
+            if checks:
+                out["trust_checks"] = checks
             job = self.maybe_train(pid)
             if job:
                 out["training_job"] = job["id"]

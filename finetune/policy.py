@@ -52,8 +52,15 @@ class GateResult:
     reason: str
 
 
-def gate(candidate_f1: float | None, current_f1: float | None, n_holdout: int, policy: Policy) -> GateResult:
-    """Promote unless the candidate loses more than the margin on the frozen human holdout."""
+def gate(candidate_f1: float | None, current_f1: float | None, n_holdout: int, policy: Policy,
+         llm_rows: int = 0) -> GateResult:
+    """Promote unless the candidate loses more than the margin on the frozen human holdout.
+
+    A candidate trained on LLM labels is never promoted without people's held-out labels to judge it by: an LLM
+    that is wrong in a skewed way would otherwise teach the specialists its errors unchecked."""
+    if llm_rows and n_holdout < policy.gate_min_holdout:
+        return GateResult(False, f"trained on {llm_rows} LLM labels with {n_holdout} held-out human labels "
+                                 f"(< {policy.gate_min_holdout}): not promoted without people to judge it")
     if current_f1 is None:
         return GateResult(True, "first version for this project")
     if candidate_f1 is None or n_holdout < policy.gate_min_holdout:

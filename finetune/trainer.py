@@ -24,6 +24,7 @@ from backend.labelconfig import ChoiceControl, normalise_label, parse_label_conf
 from backend.settings import Settings
 from backend.store import Store
 from backend.training import DEFAULT_SPECIALISTS, train_bundle
+from backend.trust import TrustLedger
 from finetune.corrections import CorrectionLog
 from finetune.policy import Policy, gate, replay_indices
 
@@ -219,6 +220,30 @@ def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, row
     return float(f1_score(gold1, pred1, average="macro", labels=list(range(len(cols))), zero_division=0))
 
 
+def llm_rows(store: Store, project_id: str, control: ChoiceControl, rows: list[dict], policy: Policy,
+             settings: Settings) -> tuple[list[dict], list[float]]:
+    """The LLM-settled rows worth training on, and each one's weight: LLM_WEIGHT scaled by what its model has
+    measurably earned on that class (backend/decision/trust.py); rows of an untrusted class weigh 0 and are left
+    out."""
+    if policy.llm_weight <= 0:
+        return [], []
+    ledgers: dict[str, Any] = {}
+    trust = TrustLedger(store.engine)
+    kept, weights = [], []
+    for r in rows:
+        if r["source"] != "llm":
+            continue
+        who = str(r.get("annotator") or "")
+        model = who[4:] if who.startswith("llm:") and len(who) > 4 else settings.llm_model
+        if model not in ledgers:
+            ledgers[model] = trust.ledger(project_id, control.name, model, list(control.labels))
+        w = ledgers[model].training_weight(r["choices"][0], policy.llm_weight) if len(r["choices"]) == 1 else 0.0
+        if w > 0:
+            kept.append(r)
+            weights.append(w)
+    return kept, weights
+
+
 def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome:
     project = store.project(project_id)
     if not project or not project.get("label_config"):
@@ -240,7 +265,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         train_rows = [r for r in rows if not r["holdout"]]
         holdout_rows = [r for r in rows if r["holdout"] and r["source"] == "human"]
         human = [r for r in train_rows if r["source"] == "human"]
-        llm = [r for r in train_rows if r["source"] == "llm"] if policy.llm_weight > 0 else []
+        llm, llm_weights = llm_rows(store, project_id, control, train_rows, policy, settings)
         key = project_bundle_key(project_id, control.name)
         current = bundles.current(key) or bundles.current(control.bundle_key)
         # LLM-settled labels may refine a served bundle (LLM_WEIGHT > 0), never found a project's first one.
@@ -255,7 +280,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         replay = LabelledData([replay.texts[i] for i in keep], [replay.labels[i] for i in keep], replay.source)
         texts = [r["text"] for r in human + llm] + replay.texts
         labels = [list(r["choices"]) for r in human + llm] + replay.labels
-        weights = np.array([policy.human_weight] * len(human) + [policy.llm_weight] * len(llm)
+        weights = np.array([policy.human_weight] * len(human) + llm_weights
                            + [policy.replay_weight] * len(replay.texts))
         info = {"corrections": [r["id"] for r in human], "llm_corrections": [r["id"] for r in llm],
                 "holdout": [r["id"] for r in holdout_rows], "replay_rows": len(replay.texts),
@@ -291,7 +316,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         trained += 1
         cand = holdout_f1(bundles, ref, control, holdout_rows, settings)
         cur = holdout_f1(bundles, current, control, holdout_rows, settings) if current else None
-        verdict = gate(cand, cur, len(holdout_rows), policy)
+        verdict = gate(cand, cur, len(holdout_rows), policy, llm_rows=len(llm))
         (ref.path / "gate.json").write_text(json.dumps({"candidate_macro_f1": cand, "current_macro_f1": cur,
                                                         "current": current.version if current else None,
                                                         "holdout": len(holdout_rows), "promoted": verdict.promote,

@@ -10,6 +10,7 @@ from backend.llm import forget_endpoint_capabilities
 from model import AutoAnnotatorModel
 from tests.conftest import SENTIMENT_XML
 from tests.llm_server import FakeLLM, answer, error, serving
+from tests.trust_helpers import seed_trust
 
 SCRIPT = {
     "what a great day at the beach": [answer('{"label": "Positive"}')],
@@ -35,13 +36,16 @@ def fake():
         yield server
 
 
-def make(session_settings, tmp_path, fake: FakeLLM | None, **overrides):
+def make(session_settings, tmp_path, fake: FakeLLM | None, trusted=("31", "34", "41", "42", "43", "44"), **overrides):
     settings = session_settings.with_(**{
         "database_url": f"sqlite:///{tmp_path}/db.sqlite", "review_confidence_threshold": 1.0,
         "llm_model": "fake-model" if fake else "", "openai_base_url": fake.base_url if fake else "",
-        "openai_api_key": "test", "llm_timeout_seconds": 1.0, "llm_backoff_seconds": 0.01, "llm_max_retries": 2,
+        "openai_api_key": "test", "llm_audit_share": 0.0, "llm_timeout_seconds": 1.0, "llm_backoff_seconds": 0.01, "llm_max_retries": 2,
         **overrides})
     model = AutoAnnotatorModel(settings)
+    if fake and trusted:  # an LLM the people of these projects have measured: right where it answers
+        for project in trusted:
+            seed_trust(model.store.engine, project, "fake-model", n=300)
     return create_app(settings, model).test_client(), model
 
 
@@ -60,7 +64,7 @@ def test_every_review_outcome_ends_in_the_right_route(session_settings, default_
     for i, (text, result) in enumerate(zip(texts, results, strict=True), start=1):
         (record,) = client.get(f"/tasks/{i}/provenance").json["records"]
         label = result["result"][0]["value"]["choices"]
-        assert record["route"] == EXPECTED_ROUTE[text], (text, record)
+        assert record["route"] == EXPECTED_ROUTE[text], (text, record["reason"])
         assert record["model_version"] == result["model_version"] == default_bundle.version
         assert set(label) <= {"Positive", "Negative", "Neutral"}  # never an invalid LLM answer
         if record["route"] == "llm":

@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 
 
-def is_audit(project_id: str, task_id: int | None, share: float) -> bool:
-    """Whether REVIEW_AUDIT_SHARE picks this task for the audit (independent of the holdout's own hash)."""
+def is_audit(project_id: str, task_id: int | None, share: float, salt: str = "audit") -> bool:
+    """Whether an audit of this `share` picks this task (independent of the holdout's own hash). `salt` names
+    the audit: "audit" is REVIEW_AUDIT_SHARE's, "llm-audit" LLM_AUDIT_SHARE's, so the two pick apart."""
     if share <= 0.0 or task_id is None:
         return False
-    digest = hashlib.sha256(f"audit:{project_id}:{task_id}".encode()).digest()
+    if share >= 1.0:
+        return True
+    digest = hashlib.sha256(f"{salt}:{project_id}:{task_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") < share * 2**32

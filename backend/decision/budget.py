@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,21 @@ class Budgets:
         with self._lock:
             budgets = dict(self._budgets)
         return {k: b.totals() for k, b in budgets.items()}
+
+
+class ProjectBudget(Protocol):
+    """What the reviewer asks of one project's budget: a slot before each HTTP request, the spend after it."""
+
+    def try_acquire(self) -> bool: ...
+
+    def record(self, model: str, prompt_tokens: int, completion_tokens: int, cost: Cost) -> None: ...
+
+    def totals(self) -> BudgetTotals: ...
+
+
+class BudgetBook(Protocol):
+    """Every project's budgets: `Budgets` in memory, or `backend.spend.DurableBudgets` in the database."""
+
+    def for_project(self, project_id: str | int | None) -> ProjectBudget: ...
+
+    def totals(self) -> dict[str, BudgetTotals]: ...

@@ -14,11 +14,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
+from .trust import Ledger
 from .voting import Decision
 
-RouteName = Literal["auto", "llm", "human"]
+RouteName = Literal["auto", "llm", "human", "pending"]
 
 #: The hard-sample rules. "disagreement" is the paper's; "confidence" trusts calibration alone.
 RULES: tuple[str, ...] = (
@@ -169,3 +171,62 @@ def cap_review(hard: Sequence[int], confidences: Sequence[float], n_items: int, 
     order = sorted(hard, key=lambda i: (confidences[i], i))
     kept = set(order[:limit])
     return [i for i in hard if i in kept], [i for i in hard if i not in kept]
+
+
+class Via(str, Enum):
+    """Who settles a hard sample: the LLM, a person, or nobody (the ensemble's label stands)."""
+
+    LLM = "llm"
+    HUMAN = "human"
+    KEEP = "auto"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to settle a hard sample: its expected accuracy gain, what it costs, and gain per USD."""
+
+    via: Via
+    gain: float
+    cost_usd: float
+    reason: str
+
+    @property
+    def value(self) -> float:
+        return self.gain / max(self.cost_usd, 1e-9)
+
+
+def options(p_ensemble: float, probabilities: Mapping[str, float], ledger: Ledger | None, llm_cost_usd: float,
+            human_cost_usd: float) -> list[Option]:
+    """The ways to settle one hard sample, best gain per USD first; empty: keep the ensemble's label.
+
+    A person is taken as right: gain 1 - P(ensemble right). The LLM's expected accuracy comes from its ledger
+    (measured recall per class, weighted by the ensemble's probabilities); it is an option only where that beats the
+    ensemble. While the model is new to the project its answers are evidence, not labels: it is asked only beside
+    a person (the audit), so that option costs both.
+    """
+    out: list[Option] = []
+    p = min(max(float(p_ensemble), 0.0), 1.0)
+    if human_cost_usd >= 0 and p < 1.0:
+        out.append(Option(Via.HUMAN, 1.0 - p, human_cost_usd, f"a person: expected gain {1.0 - p:.3f}"))
+    if ledger is not None:
+        if ledger.new:
+            pass  # asked only as part of a person's audit (see `HardSampleReview`)
+        elif ledger.all_distrusted:
+            pass
+        else:
+            expected = ledger.expected_accuracy(probabilities)
+            if expected is not None and expected > p:
+                out.append(Option(Via.LLM, expected - p, llm_cost_usd,
+                                  f"LLM: expected accuracy {expected:.3f} > ensemble {p:.3f}"))
+    return sorted(out, key=lambda o: -o.value)
+
+
+def llm_refusal(ledger: Ledger | None) -> str:
+    """Why the LLM is not an option for a hard sample (for the task's reason)."""
+    if ledger is None:
+        return "no LLM reviewer configured"
+    if ledger.new:
+        return f"LLM new to the project ({ledger.n} of {ledger.min_checks} checks): asked only where a person audits"
+    if ledger.all_distrusted:
+        return "LLM distrusted on every class"
+    return "LLM not expected to beat the ensemble here"

@@ -13,8 +13,8 @@ Reliability rules, and why:
   names response_format) gets the plain prompt at once, and once the plain prompt works the endpoint is remembered
   as plain-only (per base URL, for the life of the process). A 400 that the plain prompt gets too was not about
   the schema and is not remembered.
-- the budget is checked before each call (a denied call is never sent), spending recorded from each response's
-  `usage`.
+- the budget is taken before each HTTP request, retries included (a denied request is never sent), spending
+  recorded from each response's `usage`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import openai
 from openai import OpenAI
 from sqlalchemy.engine import Engine
 
-from backend.decision.budget import Budget, Budgets, BudgetTotals, PriceTable
+from backend.decision.budget import BudgetBook, Budgets, BudgetTotals, PriceTable, ProjectBudget
 from backend.decision.routing import Route, final_route
 
 from .cache import CachedAnswer, LRUCache, ReviewCache, SqlCache, TieredCache, cache_key
@@ -154,7 +154,7 @@ class Reviewer:
         *,
         cache: ReviewCache | None = None,
         engine: Engine | None = None,
-        budgets: Budgets | None = None,
+        budgets: BudgetBook | None = None,
         prices: PriceTable | None = None,
         client: OpenAI | None = None,
     ) -> None:
@@ -165,7 +165,11 @@ class Reviewer:
         self.client = client or make_client(cfg.openai_base_url, cfg.openai_api_key, cfg.llm_timeout_seconds)
         self.endpoint = str(self.client.base_url)
         self.prices = prices or PriceTable.from_text(cfg.llm_prices)
-        self.budgets = budgets or Budgets(cfg.llm_budget_calls, cfg.llm_budget_usd)
+        if budgets is None and engine is not None:  # in the database: exact across processes and restarts
+            from backend.spend import DurableBudgets
+
+            budgets = DurableBudgets(engine, cfg.llm_budget_calls, cfg.llm_budget_usd)
+        self.budgets: BudgetBook = budgets or Budgets(cfg.llm_budget_calls, cfg.llm_budget_usd)
         if cache is None:
             sql = SqlCache(engine, cfg.llm_model, PROMPT_VERSION) if engine is not None else None
             cache = TieredCache(LRUCache(cfg.llm_cache_size), sql)
@@ -243,7 +247,7 @@ class Reviewer:
         return replace(res, status="cached" if decisive else res.status, prompt_tokens=0, completion_tokens=0,
                        cost_usd=0.0, latency_s=0.0, attempts=0)
 
-    def _review_one(self, item: ReviewItem, key: str, budget: Budget, deadline: float) -> ReviewResult:
+    def _review_one(self, item: ReviewItem, key: str, budget: ProjectBudget, deadline: float) -> ReviewResult:
         started = time.monotonic()
         hit = self.cache.get(key)
         if hit is not None:
@@ -255,16 +259,11 @@ class Reviewer:
             return ReviewResult(None, "error", error="choices must be non-empty and distinct", model=self.model)
         if time.monotonic() >= deadline:
             return ReviewResult(None, "timeout", error="time budget", model=self.model)
-        if not budget.try_acquire():
-            t = budget.totals()
-            return ReviewResult(None, "over_budget", model=self.model,
-                                error=f"budget spent: {t.calls} calls (cap {t.max_calls or '∞'}), "
-                                      f"${t.usd:.4f} (cap {t.max_usd or '∞'})")
         a = _Attempt(started=started)
         a.structured = schema_supported(self.endpoint)
         return self._call(item, key, budget, deadline, a)
 
-    def _call(self, item: ReviewItem, key: str, budget: Budget, deadline: float, a: _Attempt) -> ReviewResult:
+    def _call(self, item: ReviewItem, key: str, budget: ProjectBudget, deadline: float, a: _Attempt) -> ReviewResult:
         cfg = self.config
         retries = 0
         delay = cfg.llm_backoff_seconds
@@ -277,6 +276,13 @@ class Reviewer:
             if a.structured:
                 kwargs["response_format"] = response_schema(item.choices)
             messages = build_messages(item.text, item.choices, item.examples, item.guideline, a.structured)
+            if not budget.try_acquire():  # every HTTP request is paid for, retries and fallbacks too
+                t = budget.totals()
+                spent = (f"budget spent: {t.calls} calls (cap {t.max_calls or '∞'}), "
+                         f"${t.usd:.4f} (cap {t.max_usd or '∞'})")
+                if a.attempts == 0:
+                    return self._result("over_budget", a, error=spent)
+                return self._result("error", a, error=f"{a.last_error}; {spent}")
             a.attempts += 1
             try:
                 resp = self.client.chat.completions.create(
@@ -313,7 +319,7 @@ class Reviewer:
     def _with_last(reason: str, a: _Attempt) -> str:
         return f"{reason} (last error: {a.last_error})" if a.last_error else reason
 
-    def _answered(self, item: ReviewItem, key: str, budget: Budget, a: _Attempt, resp: Any) -> ReviewResult:
+    def _answered(self, item: ReviewItem, key: str, budget: ProjectBudget, a: _Attempt, resp: Any) -> ReviewResult:
         if a.fell_back or a.structured:
             note_schema_support(self.endpoint, not a.fell_back)
         choice = resp.choices[0] if resp.choices else None
