@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-split", type=float, default=0.3, help="share of the stream held out as test "
                                                                     "when --test is not given")
     ev.add_argument("--source-test", help="a test file from the source domain, to measure forgetting")
-    ev.add_argument("--reviewer", default="oracle", help="oracle | simulated:P | llm (OPENAI_BASE_URL, LLM_MODEL)")
+    ev.add_argument("--reviewer", default="oracle", help="oracle | simulated:P | llm (OPENAI_BASE_URL, LLM_MODEL) | "
+                    "noisy-llm:P[:CLASS] (right with probability P, errors leaning to CLASS, served on 127.0.0.1)")
     ev.add_argument("--stage-size", type=int, default=1000)
     ev.add_argument("--out", required=True, help="output directory")
     ev.add_argument("--text-col", default="text", help="column name, or a position for a file with no header")

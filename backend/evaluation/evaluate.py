@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import platform
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,30 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
     data = eval_data.load(cfg.source, cfg.stream, cfg.test, cfg.test_split, cfg.source_test, cfg.text_col,
                           cfg.label_col, label_map, cfg.labels, cfg.seed, cfg.source_rows, cfg.stream_rows,
                           cfg.test_rows, cfg.source_text_col, cfg.source_label_col, cfg.shuffle)
-    reviewer = make_reviewer(cfg.reviewer, settings, cfg.seed)
+    with contextlib.ExitStack() as stack:
+        if cfg.reviewer.startswith("noisy-llm:"):
+            settings = stack.enter_context(_noisy_llm(cfg.reviewer, data, settings, cfg.seed))
+        return _evaluate(cfg, settings, data, t0)
+
+
+@contextlib.contextmanager
+def _noisy_llm(spec: str, data: eval_data.EvalData, settings: Settings, seed: int) -> Iterator[Settings]:
+    """Serve a noisy oracle of the stream's gold on 127.0.0.1 and point the service's LLM settings at it."""
+    from backend.evaluation.noisy_llm import NoisyOracle, parse_spec, serving
+
+    p, skew = parse_spec(spec)
+    gold = {**dict(zip(data.test.texts, data.test.labels, strict=True)),
+            **dict(zip(data.stream.texts, data.stream.labels, strict=True))}
+    oracle = NoisyOracle(gold, list(data.labels), p, skew or data.labels[-1], seed)
+    with serving(oracle):
+        yield settings.with_(llm_model=f"noisy-oracle-p{p:g}", openai_base_url=oracle.base_url,
+                             openai_api_key="local", llm_inline_seconds=3600.0, llm_batch_seconds=3600.0)
+
+
+def _evaluate(cfg: EvalConfig, settings: Settings, data: eval_data.EvalData, t0: float) -> dict[str, Any]:
+    reviewer = make_reviewer("llm" if cfg.reviewer.startswith("noisy-llm:") else cfg.reviewer, settings, cfg.seed)
+    if cfg.reviewer.startswith("noisy-llm:"):
+        reviewer.name, reviewer.simulation = cfg.reviewer, True  # a real HTTP endpoint, a simulated model
     if reviewer.simulation:
         log.warning(SIMULATION_BANNER)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +154,8 @@ def evaluate(cfg: EvalConfig, settings: Settings | None = None) -> dict[str, Any
         "name": cfg.name or cfg.stream.stem,
         "simulation": reviewer.simulation,
         **{k: main[k] for k in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "llm_calls",
-                                "llm_tokens")},
+                                "llm_tokens", "people_share", "llm_settled_share", "llm_asked_share")},
+        **({"trust": main["trust"]} if "trust" in main else {}),
         "llm_only_tokens": None,
         "stages": [{"stage": s["stage"], "hard_share": s["hard_share"], "specialists": s["test_specialists"],
                     "ensemble": s["test_accuracy"]} for s in main["stages"]],

@@ -52,11 +52,13 @@ class SimulatedReviewer:
 
 
 class LLMReviewer:
-    """The service's reviewer on an OpenAI-compatible endpoint (OPENAI_BASE_URL, LLM_MODEL)."""
+    """The service's reviewer on an OpenAI-compatible endpoint (OPENAI_BASE_URL, LLM_MODEL). The harness runs it
+    through the service's own routing (`service`): trust ledger, audit and budgets decide what it settles."""
 
     name = "llm"
     source = "llm"
     simulation = False
+    service = True
 
     def __init__(self, settings: Settings, review: HardSampleReview | None = None):
         if not settings.llm_model:

@@ -77,6 +77,8 @@ class Item:
     route: str  # auto | reviewed | human (sent for review, not settled)
     predicted: str  # the ensemble's label at its stage
     verdict: Verdict | None = None
+    by_person: bool = False  # a person labelled it (the audit, or a sample handed to a person)
+    llm_answer: str | None = None  # what the LLM answered, whether or not it became the label
 
 
 @dataclass
@@ -194,6 +196,8 @@ class Harness:
         store.note_project(PROJECT, self.space.config_hash, None, [], [], self.config)
         corrections = CorrectionLog(store, settings.holdout_every, settings.review_audit_share)
         router = HardSampleReview(settings)
+        # An LLM reviewer is run through the service's own routing: budgets, trust ledger, audit (`_serve_stage`).
+        service = HardSampleReview(settings, store.engine) if getattr(reviewer, "service", False) else None
         names = list(self.data.labels)
         stream = self.data.stream
         state = RunState(items=[None] * len(stream))  # type: ignore[list-item]
@@ -218,17 +222,23 @@ class Harness:
             plain_out, plain_hard = router.triage(names, scored.decisions, budget_items=len(new)) if spots \
                 else (outcomes, hard)
             hard_new = sum(1 for k in hard if k >= first_new)
-            samples = _samples(hard, pool, part, scored)
+            if service is not None:  # the service routes, asks the LLM and trusts it as far as people measured it
+                self._serve_stage(service, settings, state, stage, pool, part, scored, flags or [], first_new,
+                                  corrections, human_fallback)
+                samples: list[HardSample] = []
+            else:
+                samples = _samples(hard, pool, part, scored)
             verdicts = reviewer.review(PROJECT, names, samples) if samples else []
-            by_pos = dict(zip(hard, verdicts, strict=True))
+            by_pos = dict(zip(hard, verdicts, strict=True)) if service is None else {}
             # The audit is a person's job in the service (never the LLM's): a human reviewer takes it, else gold.
             audit_samples = _samples(spots, pool, part, scored)
             audit_verdicts = (reviewer.review(PROJECT, names, audit_samples) if reviewer.source == "human"
                               else [Verdict(x.gold, "audit: settled by a human") for x in audit_samples]) \
-                if spots else []
-            by_pos.update(zip(spots, audit_verdicts, strict=True))
-            for k in range(first_new, len(pool)):
-                state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+                if spots and service is None else []
+            if service is None:
+                by_pos.update(zip(spots, audit_verdicts, strict=True))
+                for k in range(first_new, len(pool)):
+                    state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
             spot_set = set(spots)
             for k, v in by_pos.items():
                 i, text = pool[k], part.texts[k]
@@ -262,7 +272,10 @@ class Harness:
             state.stages.append({
                 "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
                 "hard_share_before_cap": below_threshold(plain_out, plain_hard, first_new) / len(new),
-                "reviewed_share": sum(state.items[pool[k]].route == "reviewed" for k in [*hard, *spots]) / len(new),
+                "reviewed_share": (sum(state.items[pool[k]].route == "reviewed" for k in [*hard, *spots])
+                                   if service is None else
+                                   sum(state.items[i].route == "reviewed" for i in new)) / len(new),
+                "people_share": sum(state.items[i].by_person for i in new) / len(new),
                 # The audit: the ensemble's own answer on a random sample, as a live project would check it.
                 "audit_items": len(spots),
                 "audit_accuracy": _mean([scored.predicted[k] == part.labels[k] for k in spots]),
@@ -301,7 +314,51 @@ class Harness:
             bar.close()
         figures = self._figures(settings, reviewer, state, relabel, after)
         figures["settings"]["review_queue"] = review_queue
+        if service is not None:
+            figures["trust"] = trust_figures(service.ledger(PROJECT, CONTROL, names), state, stream.labels)
+            figures["settings"].update({k: getattr(settings, k) for k in (
+                "llm_audit_share", "human_max_share", "human_cost_usd", "llm_weight", "llm_model")})
         return figures
+
+    def _serve_stage(self, service: Any, settings: Settings, state: RunState, stage: int, pool: Sequence[int],
+                     part: Split, scored: Scored, flags: Sequence[bool], first_new: int, corrections: Any,
+                     human_fallback: bool) -> None:
+        """One stage as the service runs it: `HardSampleReview.apply` routes every item (auto, LLM, person) within
+        the budgets; a person's label (the gold, with `human_fallback`) is recorded as the webhook records an
+        annotation, checks included, and an accepted LLM answer as an LLM-settled correction."""
+        from backend.trust import TrustLedger
+
+        names = list(self.data.labels)
+        trust = TrustLedger(service.engine)
+        outs = service.apply(PROJECT, False, names, part.texts, scored.decisions, examples=lambda: _shots(corrections),
+                             audited=list(flags) or None, control=CONTROL, task_ids=list(pool), deadline=None)
+        for k in range(first_new, len(pool)):
+            state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+        for k, o in enumerate(outs):
+            i, text, gold, predicted = pool[k], part.texts[k], part.labels[k], scored.predicted[k]
+            res = o.review
+            asked = res is not None
+            verdict = Verdict(o.labels[0] if o.route == "llm" else None, res.status if res else "none",
+                              res.prompt_tokens if res else 0, res.completion_tokens if res else 0,
+                              res.cost_usd if res else 0.0, res.raw if res else "")
+            llm_answer = res.verdict if res is not None else None
+            if o.route == "llm":
+                state.items[i] = Item(o.labels[0], "reviewed", predicted, verdict, llm_answer=llm_answer)
+                corrections.record_llm(PROJECT, i, CONTROL, o.labels[0], text, settings.llm_model)
+            elif o.route == "human" and human_fallback:
+                state.items[i] = Item(gold, "reviewed", predicted, verdict, by_person=True, llm_answer=llm_answer)
+                corrections.record(PROJECT, [{"control": CONTROL, "choices": [gold], "text": text, "task_id": i,
+                                              "annotation_id": i + 1, "annotator": "person"}], seq=stage)
+                conf = scored.decisions[k].confidence
+                if llm_answer is not None:
+                    trust.record(PROJECT, CONTROL, settings.llm_model, i, llm_answer, gold, predicted, conf, o.audit)
+                if k < len(flags) and flags[k]:
+                    trust.record_audit(PROJECT, CONTROL, i, predicted, gold, conf)
+            elif o.route == "human":
+                state.items[i] = Item(predicted, "human", predicted, verdict, llm_answer=llm_answer)
+            elif asked:
+                state.items[i] = Item(predicted, "auto", predicted, verdict, llm_answer=llm_answer)
+        service.forget(PROJECT)
 
     # -- figures --------------------------------------------------------------------------------------------------
     def _figures(self, settings: Settings, reviewer: StreamReviewer, state: RunState, relabel: bool,
@@ -335,6 +392,10 @@ class Harness:
             "final_accuracy_without_relabel": no_relabel, "relabel": relabel,
             "reviewed_share": len(reviewed) / n,
             "human_share": sum(it.route == "human" for it in items) / n,
+            "people_share": sum(it.by_person for it in items) / n,
+            "llm_settled_share": sum(it.route == "reviewed" and not it.by_person and it.llm_answer is not None
+                                     for it in items) / n,
+            "llm_asked_share": sum(it.llm_answer is not None for it in items) / n,
             "auto_share": len(auto) / n,
             "auto_accuracy": _mean([items[i].label == gold[i] for i in auto]),
             "reviewer_accuracy": _mean([items[i].label == gold[i] for i in reviewed]),
@@ -456,6 +517,43 @@ def no_learning(cold: Scored, gold: Sequence[str], settings: Settings, labels: S
         right += sum(1 for i in range(len(part))
                      if i in hard_set or cold.predicted[start + i] == gold[start + i])
     return {"final_accuracy": right / max(len(gold), 1), "reviewed_share": reviewed / max(len(gold), 1)}
+
+
+def trust_figures(ledger: Any, state: RunState, gold: Sequence[str]) -> dict[str, Any]:
+    """The ledger's estimate of the LLM beside its true accuracy on every item it answered (gold known here)."""
+    from backend.decision.trust import wilson
+
+    answered = [(it.llm_answer, gold[i]) for i, it in enumerate(state.items) if it.llm_answer is not None]
+    true_by_class: dict[str, list[bool]] = {}
+    for a, g in answered:
+        true_by_class.setdefault(a, []).append(a == g)
+    n = sum(c.by_answer.n for c in ledger.classes.values())
+    right = sum(c.by_answer.llm_right for c in ledger.classes.values())
+    ci = wilson(right, n)
+    true = _mean([a == g for a, g in answered])
+    classes = []
+    for c in ledger.classes.values():
+        d = c.as_dict()
+        t = true_by_class.get(c.label, [])
+        d["true_accuracy"] = _mean(t)
+        d["true_n"] = len(t)
+        lo_hi = d["llm_interval"]
+        d["covered"] = None if lo_hi is None or not t else bool(lo_hi[0] <= float(np.mean(t)) <= lo_hi[1])
+        classes.append(d)
+    return {"checks": n, "estimate": right / n if n else None, "interval": list(ci) if ci else None,
+            "true_accuracy": true, "answered": len(answered),
+            "covered": None if ci is None or true is None else bool(ci[0] <= true <= ci[1]),
+            "classes": classes}
+
+
+def _shots(corrections: Any) -> list[tuple[str, str]]:
+    """A couple of people's corrections per label, as the service's few-shot examples."""
+    per: dict[str, list[tuple[str, str]]] = {}
+    for r in reversed(corrections.rows(PROJECT, CONTROL)):
+        if r["source"] == "human" and not r["holdout"] and len(r["choices"]) == 1:
+            if len(per.setdefault(r["choices"][0], [])) < 2:
+                per[r["choices"][0]].append((r["text"], r["choices"][0]))
+    return [x for xs in per.values() for x in xs]
 
 
 def _samples(positions: Sequence[int], pool: Sequence[int], part: Split, scored: Scored) -> list[HardSample]:
