@@ -80,20 +80,6 @@ class TrustLedger:
                 written += 1
         return written
 
-    def llm_audited(self, project_id: str, records: Sequence[dict[str, Any]]) -> set[int]:
-        """The annotated tasks that the LLM audit sent to a person (their labels are the gate's to judge by)."""
-        out: set[int] = set()
-        for r in records:
-            task_id, control = r.get("task_id"), r.get("control")
-            if not isinstance(task_id, int) or not isinstance(control, str):
-                continue
-            for row in self._provenance(project_id, task_id, control):
-                llm = row.get("llm")
-                if isinstance(llm, dict) and llm.get("audit"):
-                    out.add(task_id)
-                    break
-        return out
-
     def _provenance(self, project_id: str, task_id: int, control: str) -> list[dict[str, Any]]:
         q = (select(provenance).where(provenance.c.project_id == project_id, provenance.c.task_id == task_id,
                                       provenance.c.control == control).order_by(provenance.c.id.desc()))

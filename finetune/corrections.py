@@ -77,12 +77,8 @@ class CorrectionLog:
         """Frozen from training: the gate's holdout, and the audit (a sample is only unbiased if never trained on)."""
         return is_holdout(project_id, task_id, self.holdout_every) or self.audited(project_id, task_id)
 
-    def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human",
-               held_out: set[int] | frozenset[int] = frozenset()) -> int:
-        """Insert or replace (same annotation and control) each record; returns how many were written.
-
-        Tasks in `held_out` (those the LLM audit sent to a person) are frozen from training like the holdout:
-        they are what the gate judges a candidate trained on LLM labels by."""
+    def record(self, project_id: str, records: list[dict[str, Any]], seq: int, source: str = "human") -> int:
+        """Insert or replace (same annotation and control) each record; returns how many were written."""
         now = time.time()
         with self.store.engine.begin() as conn:
             for r in records:
@@ -100,8 +96,7 @@ class CorrectionLog:
                     conn.execute(insert(corrections).values(
                         project_id=project_id, task_id=r.get("task_id"), annotation_id=r.get("annotation_id"),
                         control=r["control"], source=source, created_at=now,
-                        holdout=source == "human" and (self.held_out(project_id, r.get("task_id"))
-                                                       or r.get("task_id") in held_out),
+                        holdout=source == "human" and self.held_out(project_id, r.get("task_id")),
                         **values))
         return len(records)
 

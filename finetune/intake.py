@@ -45,9 +45,8 @@ class Intake:
             project = self.store.project(pid)
             records = extract(body, project.get("label_config") if project else None)
             # The LLM's checks first: what it said on these tasks, against the person's label (backend/trust.py).
-            audited = self.trust.llm_audited(pid, records)
             checks = self.trust.from_annotation(pid, records, lambda t: self.corrections.audited(pid, t))
-            out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id, held_out=audited)}
+            out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id)}
             if checks:
                 out["trust_checks"] = checks
             job = self.maybe_train(pid)

@@ -40,7 +40,8 @@ def make(session_settings, tmp_path, fake: FakeLLM | None, trusted=("31", "34", 
     settings = session_settings.with_(**{
         "database_url": f"sqlite:///{tmp_path}/db.sqlite", "review_confidence_threshold": 1.0,
         "llm_model": "fake-model" if fake else "", "openai_base_url": fake.base_url if fake else "",
-        "openai_api_key": "test", "llm_audit_share": 0.0, "llm_timeout_seconds": 1.0, "llm_backoff_seconds": 0.01, "llm_max_retries": 2,
+        "openai_api_key": "test", "llm_audit_share": 0.0, "llm_timeout_seconds": 1.0, "llm_backoff_seconds": 0.01,
+        "llm_max_retries": 2,
         **overrides})
     model = AutoAnnotatorModel(settings)
     if fake and trusted:  # an LLM the people of these projects have measured: right where it answers

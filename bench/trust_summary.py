@@ -1,0 +1,54 @@
+"""Tabulate bench/trust_runs.sh: per stream and LLM quality, the final accuracy beside the plain vote and the
+people-reviewed run, who saw what, the LLM's tokens against sending it everything, and the ledger against the truth.
+
+    .venv/bin/python bench/trust_summary.py [docs/eval/trust] [--out docs/eval/trust/summary.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f} %"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root", nargs="?", default="docs/eval/trust")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(args.root).glob("*/results.json"))}
+    lines = ["| stream | LLM | final | plain vote | people-reviewed | people saw | LLM asked | LLM settled "
+             "| tokens below LLM-only | ledger estimate [95 %] | true LLM accuracy | covered "
+             "| auto-accepted stated → unseen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        stream, _, reviewer = name.partition("-")
+        if reviewer == "oracle":
+            continue
+        human = runs.get(f"{stream}-oracle", {})
+        run = r["run"]
+        t = r.get("trust") or {}
+        only = r.get("llm_only_tokens")
+        below = 1 - r["llm_tokens"] / only if only else None
+        ci = t.get("interval")
+        claim = run.get("auto_accuracy_claim") or {}
+        lines.append(
+            f"| {stream} | P = {reviewer.removeprefix('noisy-llm-')} | {pct(r['final_accuracy'])} "
+            f"| {pct(r['vote_accuracy'])} | {pct(human.get('final_accuracy'))} | {pct(r.get('people_share'))} "
+            f"| {pct(r.get('llm_asked_share'))} | {pct(r.get('llm_settled_share'))} | {pct(below, 0)} "
+            f"| {pct(t.get('estimate'))} [{pct(ci[0]) if ci else '–'}, {pct(ci[1]) if ci else '–'}] "
+            f"({t.get('checks', 0)} checks) | {pct(t.get('true_accuracy'))} | "
+            f"{'yes' if t.get('covered') else 'no' if t.get('covered') is False else '–'} "
+            f"| {pct(claim.get('stated'))} → {pct(claim.get('unseen'))} |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
