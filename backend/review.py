@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backend import metrics
@@ -63,7 +63,6 @@ class Plan:
     ask_llm: bool = False
     audit: bool = False  # a person's slot is taken: the task goes to a person whatever the LLM says
     human_fallback: bool = False  # a person may take it if the LLM's answer is not accepted
-    reasons: list[str] = field(default_factory=list)
 
 
 def route_score(route_name: str, confidence: float, verdict_probability: float = 0.0) -> float:
@@ -238,8 +237,8 @@ class HardSampleReview:
                 # Evidence first: a new LLM is asked only where a person labels the task too.
                 if tid is not None and self.reserve_human(project_id):
                     plan.ask_llm = plan.audit = True
-                    plan.reasons.append(f"LLM new to the project ({ledger.n} of {ledger.min_checks} checks): "
-                                        "asked, and audited by a person")
+                    o.reason += (f"; LLM new to the project ({ledger.n} of {ledger.min_checks} checks): asked, and "
+                                 "audited by a person")
                     continue
             else:
                 for opt in choices[i]:
@@ -249,7 +248,7 @@ class HardSampleReview:
                         rate = ledger.audit_rate(s.llm_audit_share) if ledger is not None else 0.0
                         if is_audit(project_id, tid, rate, salt="llm-audit") and self.reserve_human(project_id):
                             plan.audit = True
-                        plan.reasons.append(opt.reason)
+                        o.reason += f"; {opt.reason}"
                         break
                     if opt.via is Via.HUMAN and self.reserve_human(project_id):
                         o.route, o.score = "human", route_score("human", decisions[i].confidence)

@@ -10,11 +10,13 @@ SENTIMENT = ("Positive", "Negative", "Neutral")
 
 
 def seed_trust(engine, project: str, llm_model: str, control: str = "sentiment", labels: Sequence[str] = SENTIMENT,
-               n: int = 40, llm_right: float = 1.0, ensemble_right: float = 0.0, first_task: int = 100_000) -> None:
-    """`n` checks per label: the LLM right on a `llm_right` share, the ensemble on an `ensemble_right` share."""
+               n: int = 40, llm_right: float = 1.0, ensemble_right: float = 0.0, first_task: int = 100_000,
+               answers: Sequence[str] | None = None) -> None:
+    """`n` checks per answered label (`answers`, default all): the LLM right on a `llm_right` share, the ensemble
+    on an `ensemble_right` share."""
     ledger = TrustLedger(engine)
     task = first_task
-    for label in labels:
+    for label in answers or labels:
         other = next(x for x in labels if x != label)
         for k in range(n):
             llm_ok, ens_ok = k < round(llm_right * n), k < round(ensemble_right * n)
