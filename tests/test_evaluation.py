@@ -179,7 +179,7 @@ def test_backlog_queue_reviews_the_hardest_of_all_accepted_items_within_the_same
         harness.run("bad", make_reviewer("oracle", harness.settings), stage_size=80, review_queue="everything")
 
 
-def test_simulated_reviewer_is_reported_as_a_simulation_and_trains_at_llm_trust(harness):
+def test_simulated_reviewer_is_reported_as_a_simulation_and_its_unmeasured_labels_do_not_train(harness):
     reviewer = make_reviewer("simulated:0.5", harness.settings, seed=3)
     assert isinstance(reviewer, SimulatedReviewer) and reviewer.simulation
     r = harness.run("simulated", reviewer, stage_size=120, review_rule="confidence",
@@ -192,7 +192,8 @@ def test_simulated_reviewer_is_reported_as_a_simulation_and_trains_at_llm_trust(
     with engine.connect() as conn:
         sources = dict(conn.execute(text("SELECT source, count(*) FROM corrections GROUP BY source")).all())
     assert sources == {"llm": round(r["reviewed_share"] * r["items"])}
-    assert r["stages"][0]["training"] in {"promoted", "rejected"}  # LLM-trust labels refine the served bundle
+    # Recorded as LLM labels, but nobody measured the reviewer: they weigh 0 and train nothing.
+    assert r["stages"][0]["training"] == "skipped"
 
 
 def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
@@ -206,20 +207,20 @@ def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
                                      llm_timeout_seconds=5.0)
         reviewer = LLMReviewer(settings)
         try:
-            r = harness.run("llm", reviewer, stage_size=120, review_rule="confidence",
+            r = harness.run("llm", reviewer, stage_size=120, human_fallback=True, review_rule="confidence",
                             review_confidence_threshold=0.6, review_max_share=0.2)
         finally:
             reviewer.close()
     assert fake.calls() >= r["llm_calls"] > 0 and r["llm_tokens"] > 0
-    assert r["reviewer_accuracy"] == 1.0  # only "neutral" answers were valid, and only for neutral items
-    reviewed = round(r["reviewed_share"] * r["items"])
-    human = round(r["human_share"] * r["items"])
-    assert reviewed + human == r["llm_calls"] and human > 0
+    # The LLM was new: asked beside a person, who labelled (gold); only "neutral" answers were valid ones.
+    assert r["reviewer_accuracy"] == 1.0 and r["people_share"] > 0 and r["trust"]["checks"] > 0
+    assert all(c["llm_accuracy"] in (None, 1.0) for c in r["trust"]["classes"])
+    reviewed = round(r["llm_settled_share"] * r["items"])
     from sqlalchemy import create_engine, text
 
     engine = create_engine(f"sqlite:///{harness.workdir / 'llm' / 'autoannotator.db'}")
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT choices FROM corrections")).all()
+        rows = conn.execute(text("SELECT choices FROM corrections WHERE source = 'llm'")).all()
     assert len(rows) == reviewed and all(json.loads(c) == ["neutral"] if isinstance(c, str) else c == ["neutral"]
                                          for (c,) in rows)
 

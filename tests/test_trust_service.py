@@ -160,7 +160,7 @@ def test_bad_budgets_and_answers_get_a_route_and_a_reason_never_a_label(session_
                                                                         fake):
     fake.script["hard case number 1"] = [answer("the answer is probably negative")]
     fake.script["hard case number 3"] = [answer('{"label": "Sarcastic"}')]
-    client, model = make(session_settings, tmp_path, fake, trusted=("64",))
+    client, _ = make(session_settings, tmp_path, fake, trusted=("64",))
     r = client.post("/predict", json=body(texts(4), project="64.1"))
     for i in (1, 3):
         rec = client.get(f"/tasks/{i}/provenance?project=64").json["records"][0]
@@ -169,7 +169,7 @@ def test_bad_budgets_and_answers_get_a_route_and_a_reason_never_a_label(session_
         rec = client.get(f"/tasks/{i}/provenance?project=64").json["records"][0]
         assert rec["route"] != "llm" and rec["llm"]["status"] == "invalid" and rec["labels"] == rec["ensemble_labels"]
     # Budgets of 0: nothing reviewed, each task says why.
-    client, model = make(session_settings, tmp_path / "zero", fake, trusted=("65",), review_max_share=0.0)
+    client, _ = make(session_settings, tmp_path / "zero", fake, trusted=("65",), review_max_share=0.0)
     r = client.post("/predict", json=body(texts(3), project="65.1"))
     assert r.status_code == 200
     for i in range(1, 4):
@@ -193,3 +193,20 @@ def test_settings_fail_at_start_on_bad_values(session_settings):
         with pytest.raises(ValueError, match=words):
             Settings.from_env(env)
     assert MIN_CHECKS > 0
+
+
+def test_the_inline_time_limit_holds_per_request_not_per_chunk(session_settings, default_bundle, tmp_path, fake,
+                                                                monkeypatch):
+    import model as model_module
+
+    monkeypatch.setattr(model_module, "_CHUNK", 2)  # three chunks in one request
+    for t in texts(6):
+        fake.script[t] = [answer('{"label": "Negative"}', delay=1.2)]
+    client, _ = make(session_settings, tmp_path, fake, trusted=("67",), llm_inline_seconds=1.5,
+                     llm_timeout_seconds=5.0)
+    assert client.post("/predict", json=body(texts(6), project="67.1")).status_code == 200
+    statuses = [client.get(f"/tasks/{i}/provenance?project=67").json["records"][0]["llm"] for i in range(1, 7)]
+    asked = [s for s in statuses if s is not None]
+    # The first chunk used the request's 1.5 s; the later chunks found it spent and sent nothing.
+    assert asked and asked[-1]["status"] == "timeout" and "time budget" in asked[-1]["error"]
+    assert fake.calls() <= 2

@@ -155,7 +155,7 @@ def _evaluate(cfg: EvalConfig, settings: Settings, data: eval_data.EvalData, t0:
         "simulation": reviewer.simulation,
         **{k: main[k] for k in ("final_accuracy", "reviewed_share", "vote_accuracy", "specialists", "llm_calls",
                                 "llm_tokens", "people_share", "llm_settled_share", "llm_asked_share")},
-        **({"trust": main["trust"]} if "trust" in main else {}),
+        **{k: main[k] for k in ("trust", "target") if k in main},
         "llm_only_tokens": None,
         "stages": [{"stage": s["stage"], "hard_share": s["hard_share"], "specialists": s["test_specialists"],
                     "ensemble": s["test_accuracy"]} for s in main["stages"]],

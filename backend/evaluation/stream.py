@@ -187,6 +187,12 @@ class Harness:
             raise ValueError(f"review_queue must be 'stage' or 'backlog', not {review_queue!r}")
         if not self.cold:
             self.cold_start()
+        if getattr(reviewer, "service", False):  # the LLM the reviewer was configured with, served as the service
+            from dataclasses import fields as dc_fields
+
+            from backend.llm import ReviewerConfig
+
+            changes = {**{f.name: getattr(reviewer.settings, f.name) for f in dc_fields(ReviewerConfig)}, **changes}
         run_dir = self.workdir / name
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(self.workdir / "cold-start", run_dir, symlinks=True,
@@ -315,9 +321,20 @@ class Harness:
         figures = self._figures(settings, reviewer, state, relabel, after)
         figures["settings"]["review_queue"] = review_queue
         if service is not None:
+            service.forget(PROJECT)
             figures["trust"] = trust_figures(service.ledger(PROJECT, CONTROL, names), state, stream.labels)
+            stated = service.stated(PROJECT, CONTROL)
+            if stated is not None:  # TARGET_ACCURACY: the threshold the audit supports, checked on unseen data
+                conf = np.array([d.confidence for d in after.decisions])
+                right = np.array(after.predicted, dtype=object) == np.array(self.data.test.labels, dtype=object)
+                kept = conf >= stated.threshold
+                unseen = float(right[kept].mean()) if kept.any() else None
+                figures["target"] = {**stated.as_dict(), "unseen_auto_share": float(kept.mean()),
+                                     "unseen_auto_accuracy": unseen,
+                                     "holds": None if unseen is None or not stated.met else unseen >= stated.target}
             figures["settings"].update({k: getattr(settings, k) for k in (
-                "llm_audit_share", "human_max_share", "human_cost_usd", "llm_weight", "llm_model")})
+                "llm_audit_share", "human_max_share", "human_cost_usd", "llm_weight", "llm_model",
+                "target_accuracy")})
         return figures
 
     def _serve_stage(self, service: Any, settings: Settings, state: RunState, stage: int, pool: Sequence[int],
