@@ -15,6 +15,14 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f} %"
 
 
+def covers(ci: list[float] | None, reviewer: str) -> str:
+    """Whether the ledger's interval holds the oracle's P (the accuracy it was built to have)."""
+    if not ci:
+        return "–"
+    p = float(reviewer.removeprefix("noisy-llm-").split("-")[0])
+    return "yes" if ci[0] <= p <= ci[1] else "no"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root", nargs="?", default="docs/eval/trust")
@@ -22,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(args.root).glob("*/results.json"))}
     lines = ["| stream | LLM | final | plain vote | people-reviewed | people saw | LLM asked | LLM settled "
-             "| tokens below LLM-only | ledger estimate [95 %] | true LLM accuracy | covered "
+             "| tokens below LLM-only | ledger estimate [95 %] | true accuracy on its answers | covers P "
              "| auto-accepted stated → unseen |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
@@ -39,10 +47,10 @@ def main() -> None:
         lines.append(
             f"| {stream} | P = {reviewer.removeprefix('noisy-llm-')} | {pct(r['final_accuracy'])} "
             f"| {pct(r['vote_accuracy'])} | {pct(human.get('final_accuracy'))} | {pct(r.get('people_share'))} "
-            f"| {pct(r.get('llm_asked_share'))} | {pct(r.get('llm_settled_share'))} | {pct(below, 0)} "
+            f"| {pct(r.get('llm_asked_share'))} | {pct(r.get('llm_settled_share'))} | {pct(below)} "
             f"| {pct(t.get('estimate'))} [{pct(ci[0]) if ci else '–'}, {pct(ci[1]) if ci else '–'}] "
             f"({t.get('checks', 0)} checks) | {pct(t.get('true_accuracy'))} | "
-            f"{'yes' if t.get('covered') else 'no' if t.get('covered') is False else '–'} "
+            f"{covers(ci, reviewer)} "
             f"| {pct(claim.get('stated'))} → {pct(claim.get('unseen'))} |")
     text = "\n".join(lines) + "\n"
     if args.out:

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import requests
 
+from backend.store import make_engine
 from tests.llm_server import FakeLLM, answer, serving
+from tests.trust_helpers import seed_trust
 
 from .conftest import AUTOANNOTATOR, LABEL_CONFIG, LS_TOKEN, Backend, LabelStudio, _base_env, free_port, spawn
 from .test_label_studio import ALL_ITEMS, RETRIEVE, sample_texts
@@ -60,7 +62,7 @@ def review_backend(label_studio: LabelStudio, backend: Backend, e2e_dir, llm: Fa
     for var in ("DATABASE_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REDIS_URL"):
         env.pop(var, None)
     env.update(DATA_DIR=str(data_dir), MODEL_DIR=str(backend.data_dir / "models"), HOST="127.0.0.1", PORT=str(port),
-               LLM_MODEL="scripted", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="test",
+               LLM_MODEL="scripted", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="test", LLM_AUDIT_SHARE="0",
                REVIEW_CONFIDENCE_THRESHOLD=str(THRESHOLD), LLM_TIMEOUT_SECONDS="10", REVIEW_MODE="async",
                LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=LS_TOKEN, REVIEW_PUSH_RETRY_SECONDS="2")
     url = f"http://127.0.0.1:{port}"
@@ -73,8 +75,12 @@ def review_backend(label_studio: LabelStudio, backend: Backend, e2e_dir, llm: Fa
         server.stop()
 
 
-def new_project(ls: LabelStudio, title: str) -> int:
+def new_project(ls: LabelStudio, title: str, rb: ReviewBackend) -> int:
     pid = ls.post("/api/projects/", {"title": title, "label_config": LABEL_CONFIG.read_text()})["id"]
+    # People have checked this LLM on the project already (the trust ledger): it is trusted wherever it answers.
+    engine = make_engine(f"sqlite:///{rb.env['DATA_DIR']}/autoannotator.db")
+    seed_trust(engine, str(pid), "scripted", n=300)
+    engine.dispose()
     ls.post(f"/api/projects/{pid}/import", [{"text": t, "source": "e2e"} for t in TEXTS])
     assert len(ls.get("/api/tasks/", params={"project": pid, "page_size": 1000})["tasks"]) == len(TEXTS)
     return pid
@@ -129,7 +135,7 @@ def check_routes(ls: LabelStudio, rb: ReviewBackend, pid: int, flag_auto: bool) 
 def test_prelabel_a_project_resumably_with_routes_flags_and_a_cost_report(label_studio: LabelStudio,
                                                                          review_backend: ReviewBackend) -> None:
     ls = label_studio
-    pid = new_project(ls, "e2e review prelabel")
+    pid = new_project(ls, "e2e review prelabel", review_backend)
     first = run_prelabel(review_backend, pid, "--chunk", "3", "--limit", "7")  # an interrupted run, in effect
     assert first["prelabelled"] == 7 and first["skipped"] == 0
     assert len(ls.get("/api/predictions/", params={"project": pid})) == 7
@@ -160,7 +166,7 @@ def test_prelabel_a_project_resumably_with_routes_flags_and_a_cost_report(label_
 def test_retrieve_predictions_with_async_review_pushes_the_llm_labels_and_flags(
         label_studio: LabelStudio, review_backend: ReviewBackend) -> None:
     ls = label_studio
-    pid = new_project(ls, "e2e review async")
+    pid = new_project(ls, "e2e review async", review_backend)
     ls.post("/api/ml/", {"url": review_backend.url, "project": pid, "title": "autoannotator-async"})
     t0 = time.monotonic()
     ls.post(RETRIEVE.format(pid=pid), ALL_ITEMS)
