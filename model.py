@@ -322,10 +322,10 @@ class AutoAnnotatorModel:
         review = self.review
         out = []
         pairs = set(review.trust.models(pid)) if review.trust is not None else set()
-        for c in self._controls(pid):
+        for c in self.controls(pid):
             if self.settings.llm_model:
                 pairs.add((c["control"], self.settings.llm_model))
-        labels = {c["control"]: list(c["labels"]) for c in self._controls(pid)}
+        labels = {c["control"]: list(c["labels"]) for c in self.controls(pid)}
         for control, llm_model in sorted(pairs):
             names = labels.get(control) or []
             ledger = review.trust.ledger(pid, control, llm_model, names) if review.trust is not None else None
@@ -341,7 +341,7 @@ class AutoAnnotatorModel:
         pid = project_key(project)
         target = self.settings.target_accuracy
         controls = []
-        for c in self._controls(pid):
+        for c in self.controls(pid):
             entry: dict[str, Any] = {"control": c["control"]}
             if target and self.review.trust is not None:
                 entry.update(self.review.trust.stated(pid, c["control"], target).as_dict())
@@ -354,7 +354,7 @@ class AutoAnnotatorModel:
         return {"project": pid, "target_accuracy": target or None,
                 "review_audit_share": self.settings.review_audit_share, "controls": controls}
 
-    def _controls(self, project_id: str) -> list[dict[str, Any]]:
+    def controls(self, project_id: str) -> list[dict[str, Any]]:
         p = self.store.project(project_id)
         controls = (p or {}).get("controls") or []
         return list(json.loads(controls) if isinstance(controls, str) else controls)

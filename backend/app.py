@@ -171,6 +171,28 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
             raise ApiError("'project' is required: /quality?project=<Label Studio project id>", status=400)
         return jsonify(model.quality(project))
 
+    @app.get("/ui")
+    def ui_index() -> Response:
+        from backend.ui import pages
+
+        return Response(pages.index(model.store.projects()), content_type="text/html; charset=utf-8")
+
+    @app.get("/ui/projects/<project>")
+    def ui_project(project: str) -> Response:
+        from backend.ui import pages
+        from backend.ui.overview import project_overview
+
+        pid = project.split(".")[0][:64]
+        if model.store.project(pid) is None:
+            raise ApiError(f"no project {pid!r} has been seen by this backend", status=404)
+        task = None
+        raw = request.args.get("task", "").strip()
+        if raw:
+            if not raw.isdigit() or len(raw) > 18:
+                raise ApiError("'task' must be a task id (a whole number)", status=400)
+            task = {"task": int(raw), "records": model.provenance(int(raw), pid)}
+        return Response(pages.project(project_overview(model, pid), task), content_type="text/html; charset=utf-8")
+
     @app.get("/review/jobs")
     def review_jobs() -> Response:
         project = request.args.get("project")
