@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # native build, `pip cache remove llama_cpp_python` before reinstalling.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: install run test lint e2e bench load ls-install clean
+.PHONY: install run test lint e2e bench load ls-install browser clean
 
 install: $(VENV)/.installed
 
@@ -26,9 +26,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 run: install
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/autoannotator serve
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# The page's test drives a real headless Chromium: Debian's package, never a downloaded browser.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .

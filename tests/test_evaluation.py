@@ -290,3 +290,44 @@ def test_cli_rejects_bad_reviewer_and_labels(tmp_path):
         main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
               "--stream", str(FIN), "--out", str(tmp_path), "--source-rows", "50", "--stream-rows", "20"])
     assert not Path(tmp_path / "results.json").exists()
+
+
+def test_the_noisy_oracle_is_right_with_probability_p_and_its_errors_lean_to_one_class():
+    import requests
+
+    from backend.evaluation.noisy_llm import NoisyOracle, parse_spec, serving
+
+    labels = ["negative", "neutral", "positive"]
+    gold = {f"text {i}": labels[i % 3] for i in range(3000)}
+    oracle = NoisyOracle(gold, labels, 0.7, "neutral", seed=5)
+    answers = {t: oracle.answer(t) for t in gold}
+    right = sum(answers[t] == y for t, y in gold.items()) / len(gold)
+    assert 0.67 < right < 0.73
+    wrong = [answers[t] for t, y in gold.items() if answers[t] != y and y != "neutral"]
+    assert wrong.count("neutral") / len(wrong) > 0.75  # skewed to one class
+    assert oracle.answer("text 7") == answers["text 7"] and oracle.answer("unknown") == "abstain"
+    with serving(oracle):  # a real OpenAI-compatible endpoint
+        body = {"model": "m", "messages": [{"role": "system", "content": "x"},
+                                           {"role": "user", "content": "Text: text 7"}]}
+        r = requests.post(f"{oracle.base_url}/chat/completions", json=body, timeout=10).json()
+        assert json.loads(r["choices"][0]["message"]["content"]) == {"label": answers["text 7"]}
+        assert r["usage"]["prompt_tokens"] > 0
+    assert parse_spec("noisy-llm:0.85:offensive") == (0.85, "offensive")
+    with pytest.raises(ValueError, match="noisy-llm"):
+        parse_spec("noisy-llm:high")
+
+
+def test_evaluate_measures_an_llm_of_known_quality_through_the_service(tmp_path):
+    from backend.evaluation.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(source=[SEMEVAL], stream=TSE, out=tmp_path / "out", reviewer="noisy-llm:0.9",
+                     stage_size=80, text_col="text", label_col="sentiment", source_text_col="2",
+                     source_label_col="1", source_rows=400, stream_rows=240, test_rows=120, seed=1,
+                     human_fallback=True, progress=False, cache_dir=tmp_path / "cache")
+    r = evaluate(cfg, Settings.from_env({}, review_max_share=0.3, human_max_share=0.15))
+    assert r["simulation"] is True and r["run"]["reviewer"] == "noisy-llm:0.9"
+    t = r["trust"]
+    assert t["checks"] > 0 and t["answered"] >= t["checks"]
+    assert t["interval"][0] <= 0.9 <= t["interval"][1]  # the ledger finds the oracle's P
+    assert r["people_share"] <= 0.15 + 1e-9 and r["llm_asked_share"] <= 0.3 + 1e-9
+    assert (tmp_path / "out" / "results.md").exists()

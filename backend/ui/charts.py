@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 WIDTH, HEIGHT = 640, 220
-PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 14, 34
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 26, 34
 COLOURS = {"auto": "#4c78a8", "llm": "#f58518", "human": "#54a24b", "pending": "#b7b7b7"}
 
 
@@ -62,11 +62,11 @@ def line_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[
             parts.append(f'<circle cx="{_x(i, len(labels)):.1f}" cy="{_y(v, y_max):.1f}" r="4" fill="{fill}">'
                          f"<title>{escape(name)} {escape(labels[i])}: {fmt.format(v)}"
                          f"{' — ' + escape(mark) if mark else ''}</title></circle>")
-        parts.append(f'<text x="{PAD_L + 8 + 130 * s}" y="{PAD_T + 2}" font-size="11" fill="{colour}">'
+        parts.append(f'<text x="{PAD_L + 8 + 130 * s}" y="12" font-size="11" fill="{colour}">'
                      f"■ {escape(name)}</text>")
     if any(marks):
         x = PAD_L + 8 + 130 * len(series)
-        parts.append(f'<text x="{x}" y="{PAD_T + 2}" font-size="11"><tspan fill="#54a24b">● promoted</tspan> '
+        parts.append(f'<text x="{x}" y="12" font-size="11"><tspan fill="#54a24b">● promoted</tspan> '
                      '<tspan fill="#e45756">● kept aside</tspan></text>')
     return _frame("".join(parts), title)
 
@@ -92,6 +92,6 @@ def stacked_bars(title: str, labels: Sequence[str], stacks: Mapping[str, Sequenc
                          f"{escape(name)}: {v:,.0f}</title></rect>")
             base += v
     for s, name in enumerate(stacks):
-        parts.append(f'<text x="{PAD_L + 8 + 80 * s}" y="{PAD_T + 2}" font-size="11" '
+        parts.append(f'<text x="{PAD_L + 8 + 80 * s}" y="12" font-size="11" '
                      f'fill="{COLOURS.get(name, "#888")}">■ {escape(name)}</text>')
     return _frame("".join(parts), title)

@@ -21,7 +21,7 @@ h1{font-size:20px;margin:8px 0 16px}h2{font-size:15px;margin:0 0 8px}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:16px}@media(max-width:900px){.two{grid-template-columns:1fr}}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eee}
-.chart{width:100%;height:auto}.empty{color:#777;font-style:italic}.trusted{color:#2e7d32}.distrusted{color:#c62828}
+.chart{width:100%;max-width:760px;height:auto;display:block}.empty{color:#777;font-style:italic}.trusted{color:#2e7d32}.distrusted{color:#c62828}
 .probation{color:#8d6e00}code{font-size:12px}form input{padding:4px 6px}
 """
 
