@@ -7,7 +7,6 @@ times a replayed source item, LLM-settled items less than human ones.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,25 +52,12 @@ class GateResult:
     reason: str
 
 
-def worse_beyond_chance(lost: int, won: int, alpha: float = 0.05) -> bool:
-    """The exact one-sided McNemar test on paired held-out items: `lost` the current version gets right and the
-    candidate wrong, `won` the reverse. True when so many losses are unlikely (< alpha) if both were as good."""
-    n = lost + won
-    if lost <= won:
-        return False
-    tail = sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n
-    return tail < alpha
-
-
 def gate(candidate_f1: float | None, current_f1: float | None, n_holdout: int, policy: Policy,
-         llm_rows: int = 0, paired: tuple[int, int] | None = None) -> GateResult:
+         llm_rows: int = 0) -> GateResult:
     """Promote unless the candidate loses more than the margin on the frozen human holdout.
 
     A candidate trained on LLM labels is never promoted without people's held-out labels to judge it by: an LLM
-    that is wrong in a skewed way would otherwise teach the specialists its errors unchecked. With `paired`
-    (held-out items only the current version gets right, only the candidate does), a loss past the margin must
-    also be more than chance on those items: on a small holdout (people label a few % of a project) macro-F1
-    moves by several points between equally good models, and a gate that rejects on noise stops the learning."""
+    that is wrong in a skewed way would otherwise teach the specialists its errors unchecked."""
     if llm_rows and n_holdout < policy.gate_min_holdout:
         return GateResult(False, f"trained on {llm_rows} LLM labels with {n_holdout} held-out human labels "
                                  f"(< {policy.gate_min_holdout}): not promoted without people to judge it")
@@ -82,9 +68,5 @@ def gate(candidate_f1: float | None, current_f1: float | None, n_holdout: int, p
     if candidate_f1 >= current_f1 - policy.gate_margin:
         return GateResult(True, f"macro-F1 {candidate_f1:.3f} vs current {current_f1:.3f} "
                                 f"on {n_holdout} held-out items")
-    if paired is not None and not worse_beyond_chance(*paired):
-        return GateResult(True, f"macro-F1 {candidate_f1:.3f} vs current {current_f1:.3f} on {n_holdout} held-out "
-                                f"items, but within chance: it loses {paired[0]} items and wins {paired[1]}")
-    lost = f" (loses {paired[0]} items, wins {paired[1]})" if paired is not None else ""
     return GateResult(False, f"macro-F1 {candidate_f1:.3f} < current {current_f1:.3f} - margin {policy.gate_margin} "
-                             f"on {n_holdout} held-out items{lost}")
+                             f"on {n_holdout} held-out items")

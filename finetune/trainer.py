@@ -192,14 +192,8 @@ def fresh_mask(rows: list[dict], manifest: Manifest | None, same_project: bool, 
 def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, rows: list[dict], settings: Settings
                ) -> float | None:
     """Macro-F1 of a bundle on held-out human labels, over the control's labels it knows."""
-    return holdout_scores(bundles, ref, control, rows, settings)[0]
-
-
-def holdout_scores(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, rows: list[dict],
-                   settings: Settings) -> tuple[float | None, np.ndarray | None]:
-    """Macro-F1 of a bundle on held-out human labels, and whether it got each one exactly right."""
     if not rows:
-        return None, None
+        return None
     from backend.ensemble import load_ensemble
 
     manifest = bundles.manifest(ref)
@@ -207,7 +201,7 @@ def holdout_scores(bundles: BundleStore, ref: BundleRef, control: ChoiceControl,
     cols = [index[normalise_label(x)] for x in control.labels if normalise_label(x) in index]
     names = [manifest.labels[c] for c in cols]
     if len(cols) < 2:
-        return None, None
+        return None
     ensemble = load_ensemble(ref, manifest, **settings.runtime)
     decisions = ensemble.predict([r["text"] for r in rows], cols)
     pos = {normalise_label(x): j for j, x in enumerate(names)}
@@ -220,11 +214,10 @@ def holdout_scores(bundles: BundleStore, ref: BundleRef, control: ChoiceControl,
                     gold[i, pos[normalise_label(c)]] = 1
             for j in d.labels:
                 pred[i, j] = 1
-        return float(f1_score(gold, pred, average="macro", zero_division=0)), (gold == pred).all(axis=1)
+        return float(f1_score(gold, pred, average="macro", zero_division=0))
     gold1 = [pos.get(normalise_label(r["choices"][0]), -1) for r in rows]
     pred1 = [d.labels[0] for d in decisions]
-    return (float(f1_score(gold1, pred1, average="macro", labels=list(range(len(cols))), zero_division=0)),
-            np.array(gold1) == np.array(pred1))
+    return float(f1_score(gold1, pred1, average="macro", labels=list(range(len(cols))), zero_division=0))
 
 
 def llm_rows(store: Store, project_id: str, control: ChoiceControl, rows: list[dict], policy: Policy,
@@ -321,11 +314,9 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
                                                     len(replay.texts)) if settings.finetune_rows == "new" else None,
                               **settings.runtime)
         trained += 1
-        cand, cand_right = holdout_scores(bundles, ref, control, holdout_rows, settings)
-        cur, cur_right = holdout_scores(bundles, current, control, holdout_rows, settings) if current else (None, None)
-        paired = None if cand_right is None or cur_right is None else (
-            int((cur_right & ~cand_right).sum()), int((cand_right & ~cur_right).sum()))
-        verdict = gate(cand, cur, len(holdout_rows), policy, llm_rows=len(llm), paired=paired)
+        cand = holdout_f1(bundles, ref, control, holdout_rows, settings)
+        cur = holdout_f1(bundles, current, control, holdout_rows, settings) if current else None
+        verdict = gate(cand, cur, len(holdout_rows), policy, llm_rows=len(llm))
         (ref.path / "gate.json").write_text(json.dumps({"candidate_macro_f1": cand, "current_macro_f1": cur,
                                                         "current": current.version if current else None,
                                                         "holdout": len(holdout_rows), "promoted": verdict.promote,
