@@ -26,6 +26,8 @@ _VERDICT = ("valid", "cached")
 class TrustLedger:
     def __init__(self, engine: Engine):
         self.engine = engine
+        for table in (trust_checks, audit_checks):
+            table.create(engine, checkfirst=True)
 
     # -- evidence -------------------------------------------------------------------------------------------------
     def record(self, project_id: str, control: str, llm_model: str, task_id: int, llm_answer: str,
