@@ -35,7 +35,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         stream, _, reviewer = name.partition("-")
-        if reviewer == "oracle":
+        if reviewer == "oracle" or "target" in reviewer:
             continue
         human = runs.get(f"{stream}-oracle", {})
         run = r["run"]
@@ -52,6 +52,22 @@ def main() -> None:
             f"({t.get('checks', 0)} checks) | {pct(t.get('true_accuracy'))} | "
             f"{covers(ci, reviewer)} "
             f"| {pct(claim.get('stated'))} → {pct(claim.get('unseen'))} |")
+    targets = ["| stream | target | threshold | stated lower bound (audited items above it) "
+               "| unseen: auto-accepted share / accuracy | holds | final | people saw |",
+               "|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        t = r.get("target")
+        if not t:
+            continue
+        ev = t["evidence"]
+        bound = "none holds yet" if t["stated_lower_bound"] is None else (
+            f"{pct(t['stated_lower_bound'])} ({ev['right']}/{ev['at_or_above_threshold']} of {ev['audited_tasks']})")
+        holds = "–" if t["holds"] is None else ("yes" if t["holds"] else "no")
+        targets.append(f"| {name.partition('-')[0]} | {pct(t['target_accuracy'], 0)} | {t['threshold']:g} | {bound} "
+                       f"| {pct(t['unseen_auto_share'])} / {pct(t['unseen_auto_accuracy'])} | {holds} "
+                       f"| {pct(r['final_accuracy'])} | {pct(r.get('people_share'))} |")
+    if len(targets) > 2:
+        lines += ["", *targets]
     text = "\n".join(lines) + "\n"
     if args.out:
         Path(args.out).write_text(text)
