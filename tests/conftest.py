@@ -14,8 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-CAPTURED = json.loads((SHARED / "label-studio" / "captured-requests.json").read_text())
+FIXTURES = ROOT / "tests" / "fixtures"  # everything the tests read; see its README for sources and licences
+DATA = FIXTURES / "data"
+CAPTURED = json.loads((FIXTURES / "label-studio" / "captured-requests.json").read_text())
 SENTIMENT_XML = (ROOT / "samples" / "sentiment.xml").read_text()
 
 TOPICS = {

@@ -6,10 +6,10 @@ import csv
 import itertools
 from pathlib import Path
 
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 _ids = itertools.count(1000)
-TWEETS = SHARED / "data" / "tweet-sentiment-extraction" / "initial__train.csv"
+TWEETS = DATA / "tweet-sentiment-extraction-train.csv"
 
 
 def stream(n: int, skip: int = 0) -> list[tuple[str, str]]:

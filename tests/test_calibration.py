@@ -19,11 +19,11 @@ from backend.store import Store
 from backend.training import CALIBRATION_PRIOR_ROWS, train_bundle
 from finetune.corrections import CorrectionLog
 from finetune.trainer import run_stage
-from tests.conftest import ROOT, SHARED
+from tests.conftest import DATA, ROOT
 
 LABELS = ["Positive", "Negative", "Neutral"]
 SAMPLE = ROOT / "samples" / "sentiment-semeval2013.csv"
-FINANCE = SHARED / "data" / "twitter-financial-news-sentiment" / "sent_valid.csv"
+FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 RECIPE = [{"name": "tfidf", "family": "tfidf", "params": {}}, {"name": "nb", "family": "tfidf",
                                                                  "params": {"classifier": "nb"}}]

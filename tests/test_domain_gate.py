@@ -19,13 +19,13 @@ from backend.ensemble import Ensemble, load_ensemble
 from backend.settings import Settings
 from backend.training import train_bundle
 from finetune.trainer import anchor_for
-from tests.conftest import ROOT, SHARED
+from tests.conftest import DATA, ROOT
 
 LABELS = ["Positive", "Negative", "Neutral"]
 SAMPLE = ROOT / "samples" / "sentiment-semeval2013.csv"
-FINANCE = SHARED / "data" / "twitter-financial-news-sentiment" / "sent_valid.csv"
+FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
-TWEETS_TEST = SHARED / "data" / "semeval2017-task4a" / "Subtask_A__downloaded__twitter-2013test-A.tsv"
+TWEETS_TEST = DATA / "semeval2013-test-A.tsv"
 TWEETS_MAP = {"positive": "Positive", "negative": "Negative", "neutral": "Neutral"}
 RECIPE = [{"name": "tfidf", "family": "tfidf", "params": {}}]
 

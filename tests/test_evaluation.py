@@ -1,4 +1,4 @@
-"""The evaluation harness on real data (small slices of ../shared/data), real specialists, real training.
+"""The evaluation harness on real data (small real samples in tests/fixtures), real specialists, real training.
 
 The figures it prints must add up: what was reviewed, accepted and left to humans covers the stream, the
 oracle is always right, a simulated reviewer says so everywhere, and an LLM answer that is not exactly a
@@ -16,13 +16,12 @@ from backend.evaluation import data as eval_data
 from backend.evaluation.reviewers import LLMReviewer, SimulatedReviewer, make_reviewer
 from backend.evaluation.stream import Harness
 from backend.settings import Settings
-from tests.conftest import SHARED
+from tests.conftest import DATA
 from tests.llm_server import FakeLLM, answer, serving
 
-DATA = SHARED / "data"
-SEMEVAL = DATA / "semeval2017-task4a" / "Subtask_A__downloaded__twitter-2013train-A.tsv"
-TSE = DATA / "tweet-sentiment-extraction" / "initial__train.csv"
-FIN = DATA / "twitter-financial-news-sentiment" / "sent_valid.csv"
+SEMEVAL = DATA / "semeval2013-train-A.tsv"
+TSE = DATA / "tweet-sentiment-extraction-train.csv"
+FIN = DATA / "financial-news-valid.csv"
 
 
 def small(**kw) -> eval_data.EvalData:
@@ -228,7 +227,9 @@ def test_llm_reviewer_never_turns_a_bad_answer_into_a_label(harness):
 def test_cli_writes_results_table_and_plots(tmp_path, capsys, monkeypatch):
     from backend.cli import main
 
-    monkeypatch.setenv("PROJECT_SPECIALIST_MIN", "15")  # joins at stage 2 of 2: the reports cope with a newcomer
+    # At most 20 reviewed items a stage (25 % of 80): it cannot join at stage 1 and joins at stage 2 of 2, so the
+    # reports must cope with a newcomer.
+    monkeypatch.setenv("PROJECT_SPECIALIST_MIN", "25")
     out = tmp_path / "out"
     main(["evaluate", "--source", str(SEMEVAL), "--source-text-col", "2", "--source-label-col", "1",
           "--stream", str(FIN), "--labels", "Bearish,Bullish,Neutral",
