@@ -12,18 +12,26 @@ export TOKENIZERS_PARALLELISM ?= false
 # native build, `pip cache remove llama_cpp_python` before reinstalling.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: install run test lint e2e bench load ls-install browser clean
+.PHONY: runtime install run test lint e2e bench load ls-install browser clean
 
-install: $(VENV)/.installed
+# `make run` installs what the server needs; the test tools (and llama.cpp, built from source) only come with
+# `make install`, which `make test` runs.
+runtime: $(VENV)/.runtime
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-run: install
+install: $(VENV)/.installed
+
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+run: runtime
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/autoannotator serve
 
 test: install browser
