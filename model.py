@@ -16,30 +16,24 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from backend import metrics
+from backend import metrics, payload
 from backend.bundles import BundleRef
 from backend.decision.audit import is_audit
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
+from backend.payload import project_key
 from backend.planning.service import SetupPlanner
 from backend.review import HardSampleReview, Outcome
 from backend.review_jobs import ReviewJobs
 from backend.serving import UNTRAINED_VERSION, ModelRegistry, combined_version
 from backend.settings import Settings
-from backend.store import Store
+from backend.store import EventState, Store
 from finetune.intake import Intake
 from finetune.jobs import TrainingJobs
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024  # tasks per ensemble call: bounds memory on a 10,000-task "Retrieve predictions"
-
-
-def project_key(project: Any) -> str:
-    """Label Studio sends "<id>.<created_at>" to /setup and /predict, and {"id": …} in webhooks."""
-    if isinstance(project, dict):
-        project = project.get("id")
-    return str(project).split(".")[0] if project not in (None, "") else "unknown"
 
 
 class AutoAnnotatorModel:
@@ -57,6 +51,8 @@ class AutoAnnotatorModel:
         self._review_worker = None
         self.background = background  # False for one-shot commands (prelabel): no learning or review threads
         self._background_lock = threading.Lock()
+        self._authorizing: set[str] = set()  # projects whose Label Studio webhook is getting our credentials
+        self._authorized: set[str] = set()  # … and those where this process saw it done
 
     def _ensure_background(self) -> None:
         """Start the learning loop once per process, lazily: threads do not survive gunicorn's fork."""
@@ -70,7 +66,7 @@ class AutoAnnotatorModel:
             if bg is None or bg.pid != os.getpid() or not bg.is_alive():
                 from finetune.worker import Background
 
-                self._background = Background(self.settings, self.store)
+                self._background = Background(self.settings, self.store, replay=self.replay_events)
                 self._background.start()
 
     def _ensure_review_worker(self) -> None:
@@ -141,6 +137,7 @@ class AutoAnnotatorModel:
         resolved = self._resolve(project, space)
         version = self._note(project, space, resolved, label_config)
         self.registry.warm([r for _, r in resolved if r is not None])
+        self._authorize_webhooks(project_key(project))
         out: dict[str, Any] = {"model_version": version}
         missing = [c.name for c, r in resolved if r is None]
         if missing:
@@ -161,6 +158,11 @@ class AutoAnnotatorModel:
         if len(tasks) > self.settings.max_tasks_per_request:
             raise PayloadTooLarge(f"{len(tasks)} tasks in one request; the limit is "
                                   f"{self.settings.max_tasks_per_request} (MAX_TASKS_PER_REQUEST)")
+        odd = [t["id"] for t in tasks if isinstance(t, dict) and t.get("id") is not None
+               and payload.task_id(t["id"]) is None]
+        if odd:
+            raise InvalidTasks(f"task ids must be whole numbers from 0 to {payload.MAX_ID}; got {odd[:5]}",
+                               tasks=[repr(i)[:40] for i in odd[:100]])
         space = self._space(label_config)
         resolved = self._resolve(project, space)
         version = self._note(project, space, resolved, label_config)
@@ -222,17 +224,141 @@ class AutoAnnotatorModel:
         return [{"model_version": version, "score": round(min(s), 4), "result": r}
                 for r, s in zip(regions, scores, strict=True)]
 
-    def fit(self, event: str, data: dict[str, Any] | None, raw: str) -> dict[str, Any]:
-        """Record the event, then turn it into corrections / training requests; training runs elsewhere."""
+    def fit(self, event: str, data: dict[str, Any] | None, raw: str, problem: str | None = None) -> dict[str, Any]:
+        """Store the event first, whatever it holds; then check it and turn it into corrections and training
+        requests (training runs elsewhere). A body Label Studio would not send is kept and answered 400; a
+        failure on our side is kept as FAILED and retried by the learning loop."""
         event_id = self.store.record_event(event, raw, data)
-        metrics.WEBHOOK_EVENTS.labels(event[:64]).inc()
-        out: dict[str, Any] = {"status": "ok", "event_id": event_id, "action": event}
-        if data:
-            self._ensure_background()
-            out.update(self.intake.handle(event, data, event_id))
-            if "training_job" in out and self._background is not None:
-                self._background.wake.set()
-        return out
+        metrics.WEBHOOK_EVENTS.labels(payload.storable(event)[:64]).inc()
+        if problem is None:
+            problem = payload.webhook_problem(data) if isinstance(data, dict) else \
+                "webhook body must be a JSON object with an 'action'"
+        if problem:
+            self.store.finish_event(event_id, EventState.REJECTED, problem)
+            raise ApiError(problem, status=400, event_id=event_id)
+        return self._apply(event_id, event, data)
+
+    def unauthenticated_webhook(self, raw: bytes) -> int:
+        """A webhook without valid credentials: stored as UNAUTHENTICATED (never applied), counted and logged."""
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            data = payload.loads(raw)
+        except ApiError:
+            data = None
+        action = data.get("action") if isinstance(data, dict) else None
+        event_id = self.store.record_event(action if isinstance(action, str) and action else "INVALID_PAYLOAD", text,
+                                           data if isinstance(data, dict) else None, EventState.UNAUTHENTICATED)
+        metrics.WEBHOOKS_UNAUTHENTICATED.inc()
+        try:
+            pid = payload.project_key(data.get("project")) if isinstance(data, dict) else "unknown"
+        except ApiError:
+            pid = "unknown"
+        self._authorize_webhooks(pid, again=True)  # the header is missing again: set it, then apply what came
+        log.warning("webhook %s without valid credentials stored as event %s and not applied: Label Studio sends "
+                    "its ML webhook without headers unless they are set on it", payload.storable(str(action))[:64],
+                    event_id)
+        return event_id
+
+    def _authorize_webhooks(self, pid: str, again: bool = False) -> None:
+        """Basic auth on and Label Studio reachable: once per project and process, put our credentials on its ML
+        webhook (in the background: Label Studio makes the webhook only after /setup validated the backend),
+        then apply the annotations that arrived without them, once Label Studio confirms each one."""
+        s = self.settings
+        if not (s.auth_enabled and s.label_studio_url and s.label_studio_api_key and self.background and pid.isdigit()):
+            return
+        with self._background_lock:
+            if pid in self._authorizing or (pid in self._authorized and not again):
+                return
+            self._authorizing.add(pid)
+        threading.Thread(target=self._authorize_loop, args=(pid,), daemon=True,
+                         name=f"autoannotator-webhook-auth-{pid}").start()
+
+    def _authorize_loop(self, pid: str) -> None:
+        import base64
+
+        from backend.labelstudio import LabelStudioClient
+
+        creds = f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode()
+        header = "Basic " + base64.b64encode(creds).decode()
+        try:
+            client = LabelStudioClient.from_settings(self.settings)
+            for delay in (0.5, 2, 5, 10, 20, 40):
+                time.sleep(delay)
+                if client.authorize_webhooks(int(pid), self.settings.basic_auth_user, header):
+                    self._authorized.add(pid)
+                    self.recover_unauthenticated(client, pid)
+                    return
+            log.warning("project %s: no Label Studio webhook of this backend found to set credentials on; "
+                        "annotation webhooks are refused until the next /setup", pid)
+        except Exception as exc:  # Label Studio down or the key refused: the next /setup or webhook tries again
+            log.warning("could not set credentials on project %s's Label Studio webhook: %s", pid, exc)
+        finally:
+            self._authorizing.discard(pid)
+
+    def recover_unauthenticated(self, client: Any, pid: str) -> int:
+        """Annotations that reached /webhook without credentials: applied when Label Studio, asked with our API
+        key, returns the same result for that annotation id; the others stay stored, marked why."""
+        applied = 0
+        for row in self.store.events_in(EventState.UNAUTHENTICATED, pid):
+            try:
+                data = payload.loads(row["payload"])
+            except ApiError:
+                continue
+            annotation = data.get("annotation") if isinstance(data, dict) else None
+            if row["action"] not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED") or not isinstance(annotation, dict) \
+                    or payload.webhook_problem(data) or payload.task_id(annotation.get("id")) is None:
+                continue
+            try:
+                real = client.annotation(annotation["id"])
+            except Exception as exc:
+                log.info("annotation %s of unauthenticated event %s not confirmed: %s", annotation.get("id"),
+                         row["id"], exc)
+                continue
+            if real.get("result") != annotation.get("result"):
+                self.store.finish_event(row["id"], EventState.REJECTED, "Label Studio holds another result for "
+                                                                          "this annotation")
+                continue
+            out = self._apply(row["id"], row["action"], data)
+            applied += out["status"] == "ok"
+        if applied:
+            log.info("project %s: %d annotations that came without credentials were confirmed by Label Studio and "
+                     "applied", pid, applied)
+        return applied
+
+    def _apply(self, event_id: int, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        self._ensure_background()
+        try:
+            out = self.intake.handle(event, data, event_id)
+        except Exception as exc:
+            # The message may hold SQL and the annotated text: only the kind of failure is kept and answered.
+            log.exception("webhook event %s is stored but applying it failed; the learning loop retries it", event_id)
+            self.store.finish_event(event_id, EventState.FAILED, type(exc).__name__)
+            metrics.WEBHOOK_FAILURES.inc()
+            return {"status": "stored", "event_id": event_id, "action": event, "applied": False,
+                    "retry": f"applying it failed ({type(exc).__name__}); it is retried"}
+        self.store.finish_event(event_id, EventState.APPLIED)
+        if "training_job" in out and self._background is not None:
+            self._background.wake.set()
+        return {"status": "ok", "event_id": event_id, "action": event, **out}
+
+    def replay_events(self, limit: int = 50) -> int:
+        """Apply again what was stored but not applied: FAILED events, and RECEIVED ones whose process died."""
+        done = 0
+        while done < limit and (row := self.store.claim_event_retry()) is not None:
+            done += 1
+            try:
+                data = payload.loads(row["payload"])
+            except ApiError as exc:
+                self.store.finish_event(row["id"], EventState.REJECTED, exc.message)
+                continue
+            problem = payload.webhook_problem(data) if isinstance(data, dict) else "not a JSON object"
+            if problem:
+                self.store.finish_event(row["id"], EventState.REJECTED, problem)
+                continue
+            out = self._apply(row["id"], row["action"], data)
+            log.info("webhook event %s replayed (attempt %s): %s", row["id"], row["attempts"],
+                     "applied" if out["status"] == "ok" else "failed again")
+        return done
 
     # -- helpers -------------------------------------------------------------------------------
     def _audited(self, pid: str, tasks: Sequence[Any]) -> list[bool] | None:
@@ -305,9 +431,20 @@ class AutoAnnotatorModel:
                     **{status: len(self.jobs.list(status=status)) for status in ("pending", "queued", "running")}}
         review = {"mode": "async" if self.defer_review else "inline", "llm": self.settings.llm_model or None,
                   "jobs": self.review_jobs.counts() if self.defer_review else {}}
+        states = self.store.event_states()
+        webhooks: dict[str, Any] = {"events": states}
+        last = self.store.last_event(EventState.UNAUTHENTICATED)
+        if last:
+            webhooks["last_unauthenticated"] = {"event_id": last["id"], "at": last["received_at"],
+                                                "action": last["action"], "project": last["project_id"]}
+            webhooks["hint"] = ("webhooks arrive without credentials and are not applied: set LABEL_STUDIO_URL and "
+                                "LABEL_STUDIO_API_KEY so the backend sets them on its Label Studio webhook")
+        if states.get(EventState.FAILED.value):
+            webhooks["failed"] = "events stored but not applied yet: the learning loop retries them"
         return {"status": "UP", "model_class": type(self).__name__, "bundles": bundles,
                 "loaded": self.registry.loaded(), "projects_without_bundle": untrained,
-                "untrained_version": UNTRAINED_VERSION, "learning": learning, "review": review}
+                "untrained_version": UNTRAINED_VERSION, "learning": learning, "review": review,
+                "webhooks": webhooks}
 
     def provenance(self, task_id: int, project: Any = None) -> list[dict[str, Any]]:
         return self.store.provenance(task_id, project_key(project) if project else None)
@@ -370,7 +507,3 @@ class AutoAnnotatorModel:
                 vs.insert(0, cur.version)
             out.extend(vs)
         return out
-
-
-def dumps_event(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)

@@ -10,18 +10,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend import metrics
+from backend import metrics, payload
 from backend.errors import ApiError
+from backend.payload import project_key
 from backend.settings import Settings
-from model import AutoAnnotatorModel, dumps_event
+from model import AutoAnnotatorModel
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ def _json_body() -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ApiError("request body is empty: a JSON object is expected", status=400)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"malformed JSON: {exc}", status=400) from exc
+    body = payload.loads(raw)
     if not isinstance(body, dict):
         raise ApiError("the JSON body must be an object", status=400)
     return body
@@ -65,8 +63,15 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def _start() -> Response | None:
         g.t0 = time.perf_counter()
         if settings.auth_enabled and request.path not in _OPEN_PATHS and not _authorized(settings):
-            resp = jsonify(error="authentication required: HTTP basic auth (BASIC_AUTH_USER/BASIC_AUTH_PASS)",
-                           status=401)
+            body: dict[str, Any] = {"status": 401, "error": "authentication required: HTTP basic auth "
+                                                            "(BASIC_AUTH_USER/BASIC_AUTH_PASS)"}
+            if request.path == "/webhook" and request.method == "POST":
+                # Label Studio creates its ML webhook without headers: kept and counted, so it is never silent.
+                body["event_id"] = model.unauthenticated_webhook(request.get_data(cache=True))
+                body["error"] += ("; this webhook was stored but not applied. Label Studio sends webhooks without "
+                                  "credentials unless they are set on the webhook: set LABEL_STUDIO_URL and "
+                                  "LABEL_STUDIO_API_KEY and the backend sets them at the project's next /setup")
+            resp = jsonify(body)
             resp.status_code = 401
             resp.headers["WWW-Authenticate"] = 'Basic realm="autoannotator"'
             return resp
@@ -90,8 +95,11 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
-        log.exception("unhandled error on %s", request.path)
-        return jsonify(error=f"internal error: {type(exc).__name__}: {exc}", status=500), 500
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s", error_id, request.path)
+        # Never the exception's text: it can hold SQL and the user's data.
+        return jsonify(error=f"internal error ({type(exc).__name__}); the server log has the details under "
+                             f"error id {error_id}", status=500, error_id=error_id), 500
 
     @app.get("/")
     @app.get("/health")
@@ -118,35 +126,30 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
         raw = request.get_data(cache=True)
         text = raw.decode("utf-8", errors="replace")
         try:
-            body = json.loads(raw) if raw.strip() else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            # Kept anyway, so nothing Label Studio sent is lost; the sender learns it was malformed.
-            event_id = model.fit("INVALID_PAYLOAD", None, text)["event_id"]
-            return jsonify(error="webhook body must be a JSON object with an 'action'", status=400,
-                           event_id=event_id), 400
-        action = body.get("action")
-        if not isinstance(action, str) or not action:
-            event_id = model.fit("NO_ACTION", body, dumps_event(body))["event_id"]
-            return jsonify(error="webhook body has no 'action'", status=400, event_id=event_id), 400
-        return jsonify(model.fit(action, body, text)), 200
+            body = payload.loads(raw) if raw.strip() else None
+        except ApiError as exc:  # kept anyway, so nothing Label Studio sent is lost; the sender learns why
+            return jsonify(model.fit("INVALID_PAYLOAD", None, text, problem=exc.message)), 200
+        action = body.get("action") if isinstance(body, dict) else None
+        name = action if isinstance(action, str) and action else ("NO_ACTION" if isinstance(body, dict)
+                                                                  else "INVALID_PAYLOAD")
+        out = model.fit(name, body if isinstance(body, dict) else None, text)
+        return jsonify(out), 200 if out.get("applied", True) else 202
 
     @app.get("/jobs")
     def jobs() -> Response:
         project = request.args.get("project")
-        return jsonify(jobs=model.jobs.list(project_id=project.split(".")[0] if project else None))
+        return jsonify(jobs=model.jobs.list(project_id=project_key(project) if project else None))
 
     @app.get("/jobs/<int:job_id>")
     def job(job_id: int) -> Response:
-        found = model.jobs.get(job_id)
+        found = model.jobs.get(job_id) if payload.task_id(job_id) else None
         if found is None:
             raise ApiError(f"no training job {job_id}", status=404)
         return jsonify(found)
 
     @app.get("/tasks/<int:task_id>/provenance")
     def provenance(task_id: int) -> Response:
-        records = model.provenance(task_id, request.args.get("project"))
+        records = model.provenance(task_id, request.args.get("project")) if payload.task_id(task_id) else []
         if not records:
             raise ApiError(f"no prediction recorded for task {task_id}", status=404)
         return jsonify(task=task_id, records=records)
@@ -182,14 +185,14 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
         from backend.ui import pages
         from backend.ui.overview import project_overview
 
-        pid = project.split(".")[0][:64]
+        pid = project_key(project)
         if model.store.project(pid) is None:
             raise ApiError(f"no project {pid!r} has been seen by this backend", status=404)
         task = None
         raw = request.args.get("task", "").strip()
         if raw:
-            if not raw.isdigit() or len(raw) > 18:
-                raise ApiError("'task' must be a task id (a whole number)", status=400)
+            if not raw.isdigit() or len(raw) > 18 or payload.task_id(int(raw)) is None:
+                raise ApiError(f"'task' must be a task id (a whole number from 0 to {payload.MAX_ID})", status=400)
             task = {"task": int(raw), "records": model.provenance(int(raw), pid)}
         return Response(pages.project(project_overview(model, pid), task), content_type="text/html; charset=utf-8")
 
@@ -197,7 +200,7 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def review_jobs() -> Response:
         project = request.args.get("project")
         status = request.args.get("status")
-        return jsonify(jobs=model.review_jobs.list(project_id=project.split(".")[0] if project else None,
+        return jsonify(jobs=model.review_jobs.list(project_id=project_key(project) if project else None,
                                                    status=status, limit=200, brief=True))
 
     @app.get("/versions")

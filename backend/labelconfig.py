@@ -94,6 +94,9 @@ def _parse_cached(config: str) -> LabelSpace:
         if len(labels) < 2:
             unsupported.append(f"<Choices name=\"{ctrl.name}\">: needs at least two <Choice> values")
             continue
+        if len(ctrl.name) > 64:  # the store keeps control names in 64 characters
+            unsupported.append(f"<Choices name=\"{ctrl.name[:20]}…\">: a name longer than 64 characters")
+            continue
         obj = text_targets[0]
         data_key = str(obj.value or "").lstrip("$")
         if not data_key:

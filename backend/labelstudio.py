@@ -68,7 +68,32 @@ class LabelStudioClient:
     def predictions(self, task_id: int) -> list[dict[str, Any]]:
         return [_plain(p) for p in self.sdk.predictions.list(task=int(task_id))]
 
+    def annotation(self, annotation_id: int) -> dict[str, Any]:
+        return _plain(self.sdk.annotations.get(id=int(annotation_id)))
+
     # -- writing -------------------------------------------------------------------------------
+    def authorize_webhooks(self, project_id: int, user: str, authorization: str) -> int:
+        """Label Studio makes the ML webhook of a backend without headers, so a backend behind basic auth never
+        hears of annotations. Put `authorization` on the webhooks Label Studio made for this project's ML
+        backends that log in as `user`; returns how many such webhooks there are (0: not made yet)."""
+        ours = set()
+        for ml in self.sdk.ml.list(project=int(project_id)):
+            m = _plain(ml)
+            if str(m.get("auth_method") or "").upper() == "BASIC_AUTH" and m.get("basic_auth_user") in (None, user):
+                ours.add(str(m.get("url") or "").rstrip("/") + "/webhook")
+        found = 0
+        for hook in self.sdk.webhooks.list(project=str(project_id)):
+            h = _plain(hook)
+            if str(h.get("url") or "").rstrip("/") not in ours:
+                continue
+            found += 1
+            headers = dict(h.get("headers") or {})
+            if headers.get("Authorization") != authorization:
+                self.sdk.webhooks.update(id=int(h["id"]), url=h["url"], headers={**headers,
+                                                                                 "Authorization": authorization})
+                log.info("set the Authorization header on Label Studio webhook %s (project %s)", h["id"], project_id)
+        return found
+
     def create_predictions(self, project_id: int, predictions: Sequence[dict[str, Any]], batch: int = 100) -> int:
         """Create predictions ({task, result, score, model_version}) in batches; returns how many were created."""
         created = 0

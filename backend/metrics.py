@@ -23,6 +23,9 @@ LATENCY = Histogram(
 TASKS_PREDICTED = Counter("autoannotator_tasks_predicted_total", "Tasks given a prediction", ["control"])
 TASKS_UNTRAINED = Counter("autoannotator_tasks_without_bundle_total", "Tasks answered empty: no bundle for the labels")
 WEBHOOK_EVENTS = Counter("autoannotator_webhook_events_total", "Webhook events recorded", ["action"])
+WEBHOOK_FAILURES = Counter("autoannotator_webhook_failures_total", "Webhook events stored but not applied (retried)")
+WEBHOOKS_UNAUTHENTICATED = Counter("autoannotator_webhooks_unauthenticated_total",
+                                   "Webhooks without valid credentials: stored, not applied")
 CONFIDENCE = Histogram("autoannotator_prediction_confidence", "Calibrated confidence of predictions",
                        buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0))
 ROUTES = Counter("autoannotator_routes_total", "Where predicted tasks ended: auto, llm or human", ["route"])

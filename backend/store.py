@@ -7,7 +7,9 @@ resend a webhook, so whatever we do not write down is lost.
 
 from __future__ import annotations
 
+import enum
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -29,13 +32,32 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from backend.payload import storable, task_id
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
+
+
+class EventState(enum.StrEnum):
+    """Where a stored webhook event stands. RECEIVED for longer than a minute means its process died mid-way."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    FAILED = "failed"  # our side failed (database, bug): retried by the learning loop, then left visible
+    REJECTED = "rejected"  # the body is not something Label Studio sends: kept, never applied
+    UNAUTHENTICATED = "unauthenticated"  # no valid credentials: kept and counted, never applied
+
+
+REPLAY_ATTEMPTS = 5
 
 webhook_events = Table(
     "webhook_events",
@@ -46,8 +68,11 @@ webhook_events = Table(
     Column("project_id", String(64), index=True),
     Column("task_id", Integer, index=True),
     Column("annotation_id", Integer),
-    Column("payload", Text, nullable=False),  # the body exactly as received (even when it was not JSON)
-    Column("processed_at", Float),  # set by whoever consumes the event (continual learning)
+    Column("payload", Text, nullable=False),  # the body as received (even when it was not JSON)
+    Column("processed_at", Float),  # the last time it was worked on (applied, rejected, failed, retried)
+    Column("status", String(16), index=True),  # EventState; null on rows written before states existed
+    Column("attempts", Integer),
+    Column("error", String(300)),
 )
 
 projects = Table(
@@ -100,6 +125,10 @@ training_jobs = Table(
     Column("heartbeat_at", Float),
     Column("finished_at", Float),
 )
+# At most one waiting job per project, enforced by the database: two webhooks at once cannot both insert one.
+_WAITING_JOB = training_jobs.c.status.in_(("pending", "queued"))
+Index("one_waiting_job_per_project", training_jobs.c.project_id, unique=True, sqlite_where=_WAITING_JOB,
+      postgresql_where=_WAITING_JOB)
 
 
 provenance = Table(
@@ -216,6 +245,10 @@ spend = Table(
 )
 
 
+def _id(value: Any) -> int | None:
+    return task_id(value)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -232,7 +265,31 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
+    add_missing_columns(engine, metadata)
     return engine
+
+
+def add_missing_columns(engine: Engine, meta: MetaData) -> None:
+    """Columns added to a table after a database was made: added as nullable, so older databases keep working."""
+    found = inspect(engine)
+    for table in meta.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            log.info("added column %s.%s to an older database", table.name, column.name)
+        have_indexes = {i["name"] for i in found.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in have_indexes:
+                try:
+                    index.create(engine)
+                except DBAPIError as exc:  # rows from before it break it (two waiting jobs): said, not fatal
+                    log.warning("index %s not added to an older database: %s", index.name, type(exc).__name__)
 
 
 class Store:
@@ -242,25 +299,79 @@ class Store:
         self._lock = threading.Lock()
 
     # -- webhook events ------------------------------------------------------------------------
-    def record_event(self, action: str, payload_text: str, body: dict[str, Any] | None) -> int:
+    def record_event(self, action: str, payload_text: str, body: dict[str, Any] | None,
+                     status: EventState = EventState.RECEIVED) -> int:
+        """Written first, whatever the body holds: the indexed fields are taken only when they are plausible."""
         project_id = task_id = annotation_id = None
-        if body:
+        if isinstance(body, dict):
             project = body.get("project")
-            project_id = str(project.get("id")) if isinstance(project, dict) else (str(project) if project else None)
+            project = project.get("id") if isinstance(project, dict) else project
+            project_id = str(project)[:64] if isinstance(project, int | str) and project != "" else None
             task = body.get("task")
-            task_id = task.get("id") if isinstance(task, dict) else task
+            task_id = _id(task.get("id") if isinstance(task, dict) else task)
             annotation = body.get("annotation")
-            annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+            annotation_id = _id(annotation.get("id") if isinstance(annotation, dict) else None)
         row = {
             "received_at": time.time(),
-            "action": action[:64],
-            "project_id": project_id,
-            "task_id": task_id if isinstance(task_id, int) else None,
-            "annotation_id": annotation_id if isinstance(annotation_id, int) else None,
-            "payload": payload_text,
+            "action": storable(action)[:64],
+            "project_id": storable(project_id) if project_id else None,
+            "task_id": task_id,
+            "annotation_id": annotation_id,
+            "payload": storable(payload_text),
+            "status": status.value,
+            "attempts": 0,
         }
+        if status is EventState.UNAUTHENTICATED:
+            row["processed_at"] = row["received_at"]
         with self.engine.begin() as conn:
             return int(conn.execute(insert(webhook_events).values(**row)).inserted_primary_key[0])
+
+    def finish_event(self, event_id: int, status: EventState, error: str = "") -> None:
+        """APPLIED, REJECTED, or FAILED (counted: the learning loop retries it REPLAY_ATTEMPTS times)."""
+        values = {"status": status.value, "error": storable(error)[:300] or None, "processed_at": time.time()}
+        with self.engine.begin() as conn:
+            conn.execute(update(webhook_events).where(webhook_events.c.id == event_id).values(**values))
+
+    def claim_event_retry(self, stale_after: float = 60.0) -> dict[str, Any] | None:
+        """One event to process again: FAILED with attempts left, or RECEIVED long ago (its process died).
+        Claimed by an atomic attempts+1, so two processes never replay the same event at once."""
+        now = time.time()
+        c = webhook_events.c
+        last = func.coalesce(c.processed_at, c.received_at)  # the last time someone worked on it
+        due = ((c.status == EventState.FAILED.value) & (func.coalesce(c.attempts, 0) < REPLAY_ATTEMPTS)
+               & (last < now - 5.0 * func.coalesce(c.attempts, 0))) | (
+            (c.status == EventState.RECEIVED.value) & (last < now - stale_after))
+        with self.engine.begin() as conn:
+            row = conn.execute(select(c.id, c.attempts, c.status).where(due).order_by(c.id).limit(1)).first()
+            if row is None:
+                return None
+            claimed = conn.execute(update(webhook_events).where(
+                c.id == row.id, func.coalesce(c.attempts, 0) == (row.attempts or 0), c.status == row.status).values(
+                attempts=(row.attempts or 0) + 1, status=EventState.RECEIVED.value, processed_at=now)).rowcount
+            if not claimed:
+                return None
+            full = conn.execute(select(webhook_events).where(c.id == row.id)).first()
+        return dict(full._mapping) if full else None
+
+    def events_in(self, status: EventState, project_id: str, limit: int = 10_000) -> list[dict[str, Any]]:
+        c = webhook_events.c
+        q = select(webhook_events).where(c.status == status.value, c.project_id == project_id).order_by(
+            c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def event_states(self) -> dict[str, int]:
+        q = select(webhook_events.c.status, func.count()).group_by(webhook_events.c.status)
+        with self.engine.connect() as conn:
+            return {(s or "legacy"): int(n) for s, n in conn.execute(q)}
+
+    def last_event(self, status: EventState) -> dict[str, Any] | None:
+        c = webhook_events.c
+        q = select(c.id, c.received_at, c.action, c.project_id, c.error).where(c.status == status.value).order_by(
+            c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return dict(row._mapping) if row else None
 
     def events(self, action: str | None = None, project_id: str | None = None, limit: int = 1000) -> list[dict]:
         q = select(webhook_events).order_by(webhook_events.c.id.desc()).limit(limit)

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from backend.rq_sender import RqSender
 from backend.settings import Settings
@@ -39,16 +40,24 @@ class TrainingJobs:
         """
         if seen_seq is not None and self._started_since(project_id, seen_seq):
             return None
-        with self.store.engine.begin() as conn:
-            waiting = conn.execute(select(training_jobs).where(
-                training_jobs.c.project_id == project_id, training_jobs.c.status.in_(WAITING))).first()
-            created = waiting is None
-            if created:
-                job_id = conn.execute(insert(training_jobs).values(
-                    project_id=project_id, status="pending", reason=reason[:255], attempts=0,
-                    requested_at=time.time())).inserted_primary_key[0]
-            else:
-                job_id = waiting.id
+        waiting_q = select(training_jobs.c.id).where(training_jobs.c.project_id == project_id,
+                                                     training_jobs.c.status.in_(WAITING))
+        try:
+            with self.store.engine.begin() as conn:
+                waiting = conn.execute(waiting_q).first()
+                created = waiting is None
+                if created:
+                    job_id = conn.execute(insert(training_jobs).values(
+                        project_id=project_id, status="pending", reason=reason[:255], attempts=0,
+                        requested_at=time.time())).inserted_primary_key[0]
+                else:
+                    job_id = waiting.id
+        except IntegrityError:  # another request inserted the waiting job between our read and our insert
+            with self.store.engine.connect() as conn:
+                waiting = conn.execute(waiting_q).first()
+            if waiting is None:
+                raise
+            created, job_id = False, waiting.id
         if created and seen_seq is not None and self._started_since(project_id, seen_seq):
             # A worker took the waiting job between our reads (the statements are not one snapshot):
             # withdraw ours unless someone already claimed it.
@@ -119,9 +128,15 @@ class TrainingJobs:
         """Back to pending after a failure, or failed for good once attempts are used up."""
         job = self.get(job_id)
         status = "pending" if job and job["attempts"] < self.settings.job_max_attempts else "failed"
-        with self.store.engine.begin() as conn:
-            conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
-                status=status, outcome=outcome[:4000], finished_at=time.time() if status == "failed" else None))
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
+                    status=status, outcome=outcome[:4000], finished_at=time.time() if status == "failed" else None))
+        except IntegrityError:  # a newer job already waits for this project: it trains on the same data and more
+            with self.store.engine.begin() as conn:
+                conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
+                    status="failed", finished_at=time.time(),
+                    outcome=f"{outcome[:3000]}; not retried: a newer waiting job of the project takes over"))
 
     def reap(self) -> int:
         """Running jobs whose worker stopped beating: retry them (or fail them after the last attempt)."""

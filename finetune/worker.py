@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from backend.settings import Settings
@@ -78,9 +79,10 @@ def run_job(job_id: int) -> str:
 class Background(threading.Thread):
     """Per server process: with Redis, push pending jobs and reap dead ones; without, run them too."""
 
-    def __init__(self, settings: Settings, store: Store):
+    def __init__(self, settings: Settings, store: Store, replay: Callable[[], int] | None = None):
         super().__init__(name="autoannotator-learning", daemon=True)
         self.settings, self.store = settings, store
+        self.replay = replay  # applies again webhook events that were stored but not applied
         self.jobs = TrainingJobs(store, settings)
         self.wake = threading.Event()
         self.stopped = threading.Event()
@@ -89,6 +91,8 @@ class Background(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
+                if self.replay is not None:
+                    self.replay()
                 self.jobs.reap()
                 if self.settings.redis_url:
                     self.jobs.dispatch()

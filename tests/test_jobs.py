@@ -24,3 +24,40 @@ def test_a_decision_taken_before_a_stage_started_does_not_ask_again(session_sett
     assert jobs.request("4", "START_TRAINING")["id"] == later["id"]
     assert not jobs.claim(later["id"])  # one running stage per project
     store.engine.dispose()
+
+
+def test_simultaneous_requests_leave_one_waiting_job(session_settings, database_url):
+    """16 START_TRAINING webhooks at once, each on its own connection: the database keeps one waiting job."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    store = Store(database_url)
+    jobs = TrainingJobs(store, session_settings)
+    barrier = Barrier(16)
+
+    def ask(_: int) -> int:
+        barrier.wait()
+        return jobs.request("9", "START_TRAINING")["id"]
+
+    for _ in range(3):
+        with ThreadPoolExecutor(16) as pool:
+            ids = set(pool.map(ask, range(16)))
+        assert len(ids) == 1
+        assert [j["id"] for j in jobs.list(project_id="9", status="pending")] == list(ids)
+    store.engine.dispose()
+
+
+def test_a_lost_job_is_not_retried_beside_a_newer_waiting_one(session_settings, database_url):
+    store = Store(database_url)
+    jobs = TrainingJobs(store, session_settings)
+    first = jobs.request("5", "START_TRAINING")["id"]
+    assert jobs.claim(first)
+    newer = jobs.request("5", "20 new corrections")["id"]  # waits while the first runs
+    jobs.release(first, "worker lost during attempt 1")  # its worker died
+    assert jobs.get(first)["status"] == "failed" and "takes over" in jobs.get(first)["outcome"]
+    assert [j["id"] for j in jobs.list(project_id="5", status="pending")] == [newer]
+    alone = jobs.request("6", "START_TRAINING")["id"]
+    assert jobs.claim(alone)
+    jobs.release(alone, "worker lost during attempt 1")  # nothing else waits: back to pending
+    assert jobs.get(alone)["status"] == "pending"
+    store.engine.dispose()
