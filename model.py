@@ -21,7 +21,6 @@ from backend.bundles import BundleRef
 from backend.decision.audit import is_audit
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelconfig import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
-from backend.payload import project_key
 from backend.planning.service import SetupPlanner
 from backend.review import HardSampleReview, Outcome
 from backend.review_jobs import ReviewJobs
@@ -90,6 +89,11 @@ class AutoAnnotatorModel:
     def defer_review(self) -> bool:
         return self.settings.review_mode.strip().lower() == "async"
 
+    def project(self, project: Any) -> str:
+        """The key this project's data is kept under (backend/store.py `project_for`): the Label Studio id, told
+        apart from a project of the same id in another Label Studio by its creation time."""
+        return self.store.project_for(*payload.project_ref(project))
+
     # -- label space ---------------------------------------------------------------------------
     def _space(self, label_config: Any) -> LabelSpace:
         if not isinstance(label_config, str) or not label_config.strip():
@@ -103,7 +107,7 @@ class AutoAnnotatorModel:
     def _resolve(self, project: Any, space: LabelSpace) -> list[tuple[ChoiceControl, BundleRef | None]]:
         """Each control's serving bundle; one that shares fewer than two labels with the control does not count."""
         out = []
-        for control, ref in self.registry.resolve(space, project_key(project)):
+        for control, ref in self.registry.resolve(space, self.project(project)):
             out.append((control, ref if ref is not None and self.registry.columns(ref, control) else None))
         return out
 
@@ -112,7 +116,7 @@ class AutoAnnotatorModel:
         controls = [{"control": c.name, "labels": list(c.labels), "multiple": c.multiple,
                      "bundle_key": r.key if r else c.bundle_key, "model_version": r.version if r else None}
                     for c, r in resolved]
-        self.store.note_project(project_key(project), space.config_hash, version, controls, list(space.unsupported),
+        self.store.note_project(self.project(project), space.config_hash, version, controls, list(space.unsupported),
                                 label_config)
         return version
 
@@ -137,12 +141,12 @@ class AutoAnnotatorModel:
         resolved = self._resolve(project, space)
         version = self._note(project, space, resolved, label_config)
         self.registry.warm([r for _, r in resolved if r is not None])
-        self._authorize_webhooks(project_key(project))
+        self._authorize_webhooks(self.project(project))
         out: dict[str, Any] = {"model_version": version}
         missing = [c.name for c, r in resolved if r is None]
         if missing:
             out["untrained_controls"] = missing
-            planning = self.planner.on_setup(project_key(project), [c for c, r in resolved if r is None]) \
+            planning = self.planner.on_setup(self.project(project), [c for c, r in resolved if r is None]) \
                 if self.background else []
             if planning:
                 out["planning"] = planning
@@ -173,7 +177,7 @@ class AutoAnnotatorModel:
         if not served:
             metrics.TASKS_UNTRAINED.inc(len(tasks))
             return [[] for _ in tasks]
-        pid = project_key(project)
+        pid = self.project(project)
         first = texts_by_control[served[0][0].name]
         # What the project's texts look like, for the domain gate (backend/domain_gate.py).
         if pid != "unknown":
@@ -447,15 +451,15 @@ class AutoAnnotatorModel:
                 "webhooks": webhooks}
 
     def provenance(self, task_id: int, project: Any = None) -> list[dict[str, Any]]:
-        return self.store.provenance(task_id, project_key(project) if project else None)
+        return self.store.provenance(task_id, self.project(project) if project else None)
 
     def llm_usage(self, project: Any = None) -> dict[str, Any]:
-        pid = project_key(project) if project else None
+        pid = self.project(project) if project else None
         return {"project": pid, **self.review.totals(pid), "routes": self.store.route_counts(pid)}
 
     def trust(self, project: Any) -> dict[str, Any]:
         """The trust ledger of every (control, LLM model) with checks in this project, and the current model's."""
-        pid = project_key(project)
+        pid = self.project(project)
         review = self.review
         out = []
         pairs = set(review.trust.models(pid)) if review.trust is not None else set()
@@ -475,7 +479,7 @@ class AutoAnnotatorModel:
 
     def quality(self, project: Any) -> dict[str, Any]:
         """TARGET_ACCURACY per control: the derived auto-accept threshold and the audit evidence behind it."""
-        pid = project_key(project)
+        pid = self.project(project)
         target = self.settings.target_accuracy
         controls = []
         for c in self.controls(pid):

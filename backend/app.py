@@ -20,7 +20,6 @@ from werkzeug.exceptions import HTTPException
 
 from backend import metrics, payload
 from backend.errors import ApiError
-from backend.payload import project_key
 from backend.settings import Settings
 from model import AutoAnnotatorModel
 
@@ -138,7 +137,7 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     @app.get("/jobs")
     def jobs() -> Response:
         project = request.args.get("project")
-        return jsonify(jobs=model.jobs.list(project_id=project_key(project) if project else None))
+        return jsonify(jobs=model.jobs.list(project_id=model.project(project) if project else None))
 
     @app.get("/jobs/<int:job_id>")
     def job(job_id: int) -> Response:
@@ -185,7 +184,7 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
         from backend.ui import pages
         from backend.ui.overview import project_overview
 
-        pid = project_key(project)
+        pid = model.project(project)
         if model.store.project(pid) is None:
             raise ApiError(f"no project {pid!r} has been seen by this backend", status=404)
         task = None
@@ -200,7 +199,7 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def review_jobs() -> Response:
         project = request.args.get("project")
         status = request.args.get("status")
-        return jsonify(jobs=model.review_jobs.list(project_id=project_key(project) if project else None,
+        return jsonify(jobs=model.review_jobs.list(project_id=model.project(project) if project else None,
                                                    status=status, limit=200, brief=True))
 
     @app.get("/versions")

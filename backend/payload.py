@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from backend.errors import ApiError
@@ -83,6 +84,29 @@ def project_key(project: Any) -> str:
         raise PayloadError(f"'project' must be a Label Studio project id (letters, digits, '-' or '_', at most "
                            f"{MAX_KEY} characters before the '.'), got {key[:40]!r}")
     return key
+
+
+def project_ref(project: Any) -> tuple[str, int | None]:
+    """(Label Studio project id, its creation time in whole seconds or None). /setup and /predict send
+    "<id>.<created_at>", webhooks the project with an ISO `created_at`; the pair tells two instances' projects of
+    the same id apart."""
+    key = project_key(project)
+    created: Any = None
+    if isinstance(project, dict):
+        created = project.get("created_at")
+        if isinstance(created, datetime):  # the SDK's project object
+            created = created.timestamp()
+        elif isinstance(created, str):
+            try:
+                created = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                created = None
+    elif isinstance(project, str) and "." in project:
+        created = project.split(".", 1)[1]
+        created = int(created) if created.isdigit() and len(created) <= 12 else None
+    if isinstance(created, bool) or not isinstance(created, int | float) or created != created:
+        return key, None
+    return key, int(created)
 
 
 def webhook_problem(body: dict[str, Any]) -> str | None:

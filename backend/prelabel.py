@@ -69,7 +69,8 @@ def prelabel(settings: Settings, project_id: int, chunk: int = 100, limit: int |
     model = AutoAnnotatorModel(settings.with_(review_mode="inline"), background=False)
     project = ls.project(project_id)
     label_config = project.get("label_config") or ""
-    pid = str(project_id)
+    # Its data is kept where /predict and the webhooks of this Label Studio keep it.
+    pid = model.project({"id": int(project_id), "created_at": project.get("created_at")})
     version = model.setup(pid, label_config)["model_version"]
     report = Report(project=int(project_id), model_version=version)
     bar = None

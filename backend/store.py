@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -73,6 +74,16 @@ webhook_events = Table(
     Column("status", String(16), index=True),  # EventState; null on rows written before states existed
     Column("attempts", Integer),
     Column("error", String(300)),
+)
+
+# Which Label Studio project a key stands for: the first project seen with an id keeps the bare id as its key,
+# a project of the same id created at another time (another Label Studio) gets "<id>-<created_at>".
+project_instances = Table(
+    "project_instances",
+    metadata,
+    Column("project_key", String(64), primary_key=True),
+    Column("ls_id", String(64), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 projects = Table(
@@ -296,7 +307,33 @@ class Store:
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self._project_cache: dict[str, tuple[str | None, str | None]] = {}
+        self._instances: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
+
+    # -- project identity ----------------------------------------------------------------------
+    def project_for(self, ls_id: str, created_at: int | None) -> str:
+        """The key a project's data is kept under. Without a creation time (an API query, the CLI) it is the id."""
+        if created_at is None or ls_id == "unknown":
+            return ls_id
+        cached = self._instances.get((ls_id, created_at))
+        if cached:
+            return cached
+        c = project_instances.c
+        for _ in range(3):
+            with self.engine.connect() as conn:
+                rows = {r.created_at: r.project_key for r in conn.execute(
+                    select(c.project_key, c.created_at).where(c.ls_id == ls_id))}
+            key = rows.get(created_at) or (ls_id if not rows else f"{ls_id}-{created_at}")
+            if created_at not in rows:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(insert(project_instances).values(project_key=key, ls_id=ls_id,
+                                                                      created_at=created_at))
+                except IntegrityError:  # another process registered it (or took the bare id) first: read again
+                    continue
+            self._instances[(ls_id, created_at)] = key
+            return key
+        raise RuntimeError(f"could not register project {ls_id} created at {created_at}")
 
     # -- webhook events ------------------------------------------------------------------------
     def record_event(self, action: str, payload_text: str, body: dict[str, Any] | None,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.payload import project_ref
 from backend.settings import Settings
 from backend.store import Store
 from backend.trust import TrustLedger
@@ -21,11 +22,12 @@ log = logging.getLogger(__name__)
 ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 
 
-def project_id_of(body: dict[str, Any]) -> str | None:
+def project_id_of(body: dict[str, Any], store: Store) -> str | None:
+    """The key of the webhook's project (its id, told apart from another Label Studio's by its creation time)."""
     project = body.get("project")
-    if isinstance(project, dict):
-        project = project.get("id")
-    return str(project).split(".")[0] if project not in (None, "") else None
+    if project in (None, "") or (isinstance(project, dict) and project.get("id") in (None, "")):
+        return None
+    return store.project_for(*project_ref(project))
 
 
 class Intake:
@@ -38,7 +40,7 @@ class Intake:
         self.has_bundle = has_bundle
 
     def handle(self, action: str, body: dict[str, Any], event_id: int) -> dict[str, Any]:
-        pid = project_id_of(body)
+        pid = project_id_of(body, self.store)
         if pid is None:
             return {}
         if action in ANNOTATION_EVENTS:
