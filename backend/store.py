@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +279,22 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
     add_missing_columns(engine, metadata)
+    _fresh_pool_after_fork(engine)
     return engine
+
+
+def _fresh_pool_after_fork(engine: Engine) -> None:
+    """gunicorn forks its workers after the app (and this engine) is built: a child that reused the parent's pooled
+    connections would share their sockets with its siblings, and PostgreSQL answers get crossed. The child drops
+    them (without closing the parent's) and opens its own."""
+    ref = weakref.ref(engine)
+
+    def after_fork() -> None:
+        forked = ref()
+        if forked is not None:
+            forked.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork)
 
 
 def add_missing_columns(engine: Engine, meta: MetaData) -> None:
