@@ -61,6 +61,21 @@ def database_url(request, tmp_path):
     admin.dispose()
 
 
+@pytest.fixture()
+def postgres_url():
+    """A throw-away PostgreSQL database, for what only PostgreSQL has (several processes, dropped connections)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"aa_pg_{uuid.uuid4().hex[:8]}"
+    admin = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def session_settings(tmp_path_factory):
     from backend.settings import Settings

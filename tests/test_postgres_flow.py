@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
 from backend.llm import forget_endpoint_capabilities
 from tests.conftest import SENTIMENT_XML
@@ -21,21 +19,8 @@ from tests.llm_server import FakeLLM, answer, serving
 from tests.test_rq_learning import CLI, RedisServer, Worker, free_port, wait_for
 from tests.test_spend import _serve, _stop
 
-ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PID = 31
 BUDGET = 6
-
-
-@pytest.fixture()
-def postgres_url():
-    name = f"aa_flow_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.mark.slow
