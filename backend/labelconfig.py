@@ -13,8 +13,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from label_studio_sdk.label_interface import LabelInterface
-
 
 class LabelConfigError(ValueError):
     """The label config is not XML, or has nothing AutoAnnotator can predict."""
@@ -71,6 +69,9 @@ def parse_label_config(config: str) -> LabelSpace:
 
 @lru_cache(maxsize=256)
 def _parse_cached(config: str) -> LabelSpace:
+    # The SDK is heavy: only parsing a config needs it, not serving a bundle (ensemble.py imports this module).
+    from label_studio_sdk.label_interface import LabelInterface
+
     try:
         li = LabelInterface(config)
     except Exception as exc:  # the SDK raises assorted lxml/ValueError types on bad XML

@@ -203,3 +203,32 @@ def test_unavailable_checkpoint_says_how_to_get_it_offline():
 def test_unknown_family_is_named():
     with pytest.raises(ValueError, match="unknown specialist family 'svm'"):
         registry.create("svm", "x", LABELS, False)
+
+
+def test_specialists_with_one_tokenizer_tokenise_a_request_once(minilm_classifier_dir, monkeypatch):
+    """Three fine-tuned copies of one base model: the request is tokenised once (on a GPU this doubled the rate,
+    docs/benchmarks.md), and each still gets exactly its own answers."""
+    from backend.specialists import hf
+
+    make = lambda name: registry.create("hf", name, LABELS, False,  # noqa: E731
+                                        {"checkpoint": str(minilm_classifier_dir)}, dtype="float32")
+    a, b = make("a"), make("b")
+    a._ensure_loaded()
+    b._ensure_loaded()
+    assert a.tokenizer is not b.tokenizer  # two loads of the same files
+    kind = type(a.tokenizer)
+    calls = []
+    real = kind.__call__
+
+    def counted(self, *args, **kw):
+        calls.append(len(args[0]))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(kind, "__call__", counted)
+    hf._encodings.__init__()
+    texts = ["what a lovely day", "this is awful", "the bus leaves at nine"]
+    pa, pb = a.predict_proba(texts), b.predict_proba(texts)
+    assert calls == [3]
+    np.testing.assert_allclose(pa, pb, atol=1e-6)  # same checkpoint, same answers
+    a.predict_proba(["another request"])
+    assert calls == [3, 1]

@@ -7,6 +7,8 @@ saved specialist is then a self-contained checkpoint directory.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,43 @@ from backend.specialists.encoder import default_encoder_name
 from backend.specialists.labelmap import map_labels
 
 _CKPT = "checkpoint"
+
+
+class _Encodings:
+    """The last few tokenisations, shared by specialists whose tokenizers are the same (the same vocabulary and
+    rules, whatever checkpoint they came with): an ensemble of three fine-tuned copies of one base model tokenises
+    each request once, not three times. The first caller tokenises; callers with the same key wait for it."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], tuple[threading.Lock, list[Any]]] = {}
+
+    @staticmethod
+    def _tokenizer_key(tokenizer: Any) -> str:
+        key = getattr(tokenizer, "_autoannotator_key", None)
+        if key is None:
+            backend = getattr(tokenizer, "backend_tokenizer", None)
+            key = hashlib.sha1(backend.to_str().encode()).hexdigest() if backend is not None else f"id{id(tokenizer)}"
+            tokenizer._autoannotator_key = key
+        return key
+
+    def get(self, tokenizer: Any, texts: Sequence[str], max_len: int) -> Any:
+        key = (self._tokenizer_key(tokenizer), max_len, len(texts), hash(tuple(texts)))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = (threading.Lock(), [])
+                while len(self._entries) > self.size:
+                    self._entries.pop(next(iter(self._entries)))
+        lock, slot = entry
+        with lock:
+            if not slot:
+                slot.append(tokenizer(list(texts), truncation=True, max_length=max_len))
+            return slot[0]
+
+
+_encodings = _Encodings()
 
 
 class HFClassifierSpecialist(Specialist):
@@ -78,19 +117,26 @@ class HFClassifierSpecialist(Specialist):
             if self.model.dtype != self.dtype:
                 self.model.to(self.dtype)
             max_len = int(self.params.get("max_length", 128))
-            enc = self.tokenizer(list(texts), truncation=True, max_length=max_len)
+            enc = _encodings.get(self.tokenizer, texts, max_len)
             ids = enc["input_ids"]
             raw = np.zeros((len(ids), self.projection.shape[0]), dtype=np.float64)
             order, parts = [], []
-            for idx in rt.length_sorted_batches([len(x) for x in ids], int(self.runtime.get("batch_size", 32))):
-                batch = rt.pad_batch(enc, idx, self.tokenizer.pad_token_id or 0,
-                                     getattr(self.tokenizer, "padding_side", "right") == "left")
-                logits = self.model(**{k: v.to(self.device, non_blocking=True) for k, v in batch.items()}).logits
-                p = torch.sigmoid(logits.float()) if self.multiple else torch.softmax(logits.float(), dim=-1)
-                order.append(idx)
-                parts.append(p)  # left on the device: one copy back at the end, no sync per batch on a GPU
-            if parts:
-                raw[np.concatenate(order)] = torch.cat(parts).cpu().numpy()
+            gpu = self.device.type == "cuda"
+            if gpu and getattr(self, "_stream", None) is None:
+                self._stream = torch.cuda.Stream(self.device)  # its own queue: runs beside other specialists
+            with torch.cuda.stream(self._stream) if gpu else contextlib.nullcontext():
+                for idx in rt.length_sorted_batches([len(x) for x in ids], int(self.runtime.get("batch_size", 32))):
+                    batch = rt.pad_batch(enc, idx, self.tokenizer.pad_token_id or 0,
+                                         getattr(self.tokenizer, "padding_side", "right") == "left")
+                    # Pinned host memory makes the copy truly asynchronous: the next batch is padded meanwhile.
+                    inputs = {k: (v.pin_memory() if gpu else v).to(self.device, non_blocking=True)
+                              for k, v in batch.items()}
+                    logits = self.model(**inputs).logits
+                    p = torch.sigmoid(logits.float()) if self.multiple else torch.softmax(logits.float(), dim=-1)
+                    order.append(idx)
+                    parts.append(p)  # left on the device: one copy back at the end, no sync per batch on a GPU
+                if parts:
+                    raw[np.concatenate(order)] = torch.cat(parts).cpu().numpy()
         out = raw @ self.projection
         if not self.multiple:
             sums = out.sum(axis=1, keepdims=True)
