@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from backend.decision.budget import BudgetTotals, Cost
-from backend.store import spend
+from backend.store import ensure_tables, spend
 
 
 class Resource(str, Enum):
@@ -43,7 +43,7 @@ class Spend:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        spend.create(engine, checkfirst=True)  # an engine made elsewhere (a cache's, a test's) may not have it
+        ensure_tables(engine, [spend])  # an engine made elsewhere (a cache's, a test's) may not have it
 
     def _key(self, project_id: str, resource: Resource, period: str):  # type: ignore[no-untyped-def]
         return and_(spend.c.project_id == str(project_id)[:64], spend.c.resource == resource.value,

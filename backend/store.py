@@ -277,10 +277,27 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    ensure_tables(engine, metadata.sorted_tables)
     add_missing_columns(engine, metadata)
     _fresh_pool_after_fork(engine)
     return engine
+
+
+def ensure_tables(engine: Engine, tables: list[Table]) -> None:
+    """Create the missing tables. Several processes may do it at once on a fresh database (gunicorn workers, rq
+    workers): PostgreSQL then refuses the second CREATE TABLE with a duplicate type, which is not an error here
+    once the table is there."""
+    for attempt in range(3):
+        try:
+            tables[0].metadata.create_all(engine, tables=tables)
+            return
+        except DBAPIError:
+            have = set(inspect(engine).get_table_names())
+            if all(t.name in have for t in tables):
+                return
+            if attempt == 2:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _fresh_pool_after_fork(engine: Engine) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from backend.decision.quality import Stated, threshold_for_target
 from backend.decision.trust import Check, Ledger
-from backend.store import audit_checks, provenance, trust_checks
+from backend.store import audit_checks, ensure_tables, provenance, trust_checks
 
 _VERDICT = ("valid", "cached")
 
@@ -26,8 +26,7 @@ _VERDICT = ("valid", "cached")
 class TrustLedger:
     def __init__(self, engine: Engine):
         self.engine = engine
-        for table in (trust_checks, audit_checks):
-            table.create(engine, checkfirst=True)
+        ensure_tables(engine, [trust_checks, audit_checks])
 
     # -- evidence -------------------------------------------------------------------------------------------------
     def record(self, project_id: str, control: str, llm_model: str, task_id: int, llm_answer: str,

@@ -52,3 +52,31 @@ def test_project_texts_are_noted_once_per_task_in_first_seen_order_up_to_the_cap
     assert store.note_texts("7", [(9, "ninth")]) == 0
     assert store.texts("7") == ["first", "second", "third", "fourth"]
     assert store.texts("404") == []
+
+
+def test_processes_creating_the_tables_at_once_on_a_fresh_database(postgres_url):
+    """gunicorn and rq workers start together on a new PostgreSQL database: each creates the tables it needs (the
+    LLM cache's on its first review). A second CREATE TABLE racing the first must not fail a request."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from sqlalchemy import create_engine, inspect
+
+    from backend.llm.cache import create_cache_table
+    from backend.store import make_engine
+
+    barrier = Barrier(8)
+
+    def start(i: int) -> None:
+        engine = create_engine(postgres_url) if i % 2 else None
+        barrier.wait()
+        if engine is None:
+            make_engine(postgres_url).dispose()  # the service's tables
+        else:
+            create_cache_table(engine)  # the review cache, made lazily
+            engine.dispose()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(start, range(8)))
+    names = set(inspect(make_engine(postgres_url)).get_table_names())
+    assert {"webhook_events", "corrections", "spend", "trust_checks", "llm_review_cache"} <= names

@@ -26,6 +26,8 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, in
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from backend.store import ensure_tables
+
 
 @dataclass(frozen=True)
 class CachedAnswer:
@@ -94,7 +96,7 @@ review_cache_table = Table(
 
 def create_cache_table(engine: Engine) -> None:
     """Create the cache table if missing (idempotent; touches no other table)."""
-    metadata.create_all(engine, tables=[review_cache_table])
+    ensure_tables(engine, [review_cache_table])
 
 
 class SqlCache:
