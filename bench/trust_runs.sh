@@ -6,6 +6,7 @@
 #
 #   bench/trust_runs.sh [offensive|financial|tse ...]   (default: offensive financial)
 #   TARGET=0.85 bench/trust_runs.sh financial           # + TARGET_ACCURACY with a 3 % random audit, P = 0.85 only
+#   ORACLE=0 PS="0.85 0.95" bench/trust_runs.sh financial  # only those LLM runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DATA_DIR_EVAL:-../shared/data}
@@ -48,6 +49,6 @@ if [ -n "${TARGET:-}" ]; then
   exit 0
 fi
 for stream in "${@:-offensive financial}"; do
-  run "$stream" oracle
+  [ "${ORACLE:-1}" = 0 ] || run "$stream" oracle
   for p in "${PS[@]}"; do run "$stream" "noisy-llm:$p"; done
 done
