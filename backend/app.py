@@ -124,14 +124,15 @@ def create_app(settings: Settings | None = None, model: AutoAnnotatorModel | Non
     def webhook() -> tuple[Response, int]:
         raw = request.get_data(cache=True)
         text = raw.decode("utf-8", errors="replace")
+        problem = None
         try:
             body = payload.loads(raw) if raw.strip() else None
         except ApiError as exc:  # kept anyway, so nothing Label Studio sent is lost; the sender learns why
-            return jsonify(model.fit("INVALID_PAYLOAD", None, text, problem=exc.message)), 200
+            body, problem = None, exc.message
         action = body.get("action") if isinstance(body, dict) else None
         name = action if isinstance(action, str) and action else ("NO_ACTION" if isinstance(body, dict)
                                                                   else "INVALID_PAYLOAD")
-        out = model.fit(name, body if isinstance(body, dict) else None, text)
+        out = model.fit(name, body if isinstance(body, dict) else None, text, problem=problem)
         return jsonify(out), 200 if out.get("applied", True) else 202
 
     @app.get("/jobs")

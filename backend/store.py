@@ -43,7 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from backend.payload import storable, task_id
+from backend.payload import storable
+from backend.payload import task_id as valid_id
 
 log = logging.getLogger(__name__)
 
@@ -258,10 +259,6 @@ spend = Table(
 )
 
 
-def _id(value: Any) -> int | None:
-    return task_id(value)
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -379,9 +376,9 @@ class Store:
             project = project.get("id") if isinstance(project, dict) else project
             project_id = str(project)[:64] if isinstance(project, int | str) and project != "" else None
             task = body.get("task")
-            task_id = _id(task.get("id") if isinstance(task, dict) else task)
+            task_id = valid_id(task.get("id") if isinstance(task, dict) else task)
             annotation = body.get("annotation")
-            annotation_id = _id(annotation.get("id") if isinstance(annotation, dict) else None)
+            annotation_id = valid_id(annotation.get("id") if isinstance(annotation, dict) else None)
         row = {
             "received_at": time.time(),
             "action": storable(action)[:64],

@@ -30,7 +30,7 @@ LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
 SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013.csv"
 SHARED = REPO.parent / "shared"  # beside the checkout, in CI too
 TWEETS = SHARED / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
-CAPTURED = SHARED / "label-studio" / "captured-requests.json"
+CAPTURED = REPO / "tests" / "fixtures" / "label-studio" / "captured-requests.json"
 PROJECT = "1.1700000000"
 JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}
 

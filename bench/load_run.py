@@ -48,15 +48,6 @@ from benchlib import (
     rss_kib,
 )
 
-FALLBACK_EVENT: dict[str, Any] = {
-    "action": "ANNOTATION_CREATED",
-    "annotation": {"id": 1, "task": 1, "project": 1, "was_cancelled": False, "ground_truth": False,
-                   "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                               "value": {"choices": ["Positive"]}}]},
-    "project": {"id": 1},
-    "task": {"id": 1, "data": {"text": "I love this product"}, "project": 1},
-}
-
 
 @dataclass
 class Shot:
@@ -74,10 +65,8 @@ class Shot:
 
 
 def annotation_event() -> dict[str, Any]:
-    """The ANNOTATION_CREATED body Label Studio really sent (captured), or a minimal one like it."""
-    if CAPTURED.exists():
-        return json.loads(CAPTURED.read_text())["POST /webhook ANNOTATION_CREATED"]["body"]
-    return FALLBACK_EVENT
+    """The ANNOTATION_CREATED body Label Studio really sent (captured, in tests/fixtures)."""
+    return json.loads(CAPTURED.read_text())["POST /webhook ANNOTATION_CREATED"]["body"]
 
 
 def plan(n: int, predict_share: float, max_tasks: int, texts: list[str], seed: int) -> list[Shot]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,27 @@ def _base_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     return env
+
+
+@contextmanager
+def extra_backend(e2e_dir: Path, name: str, model_dir: Path, **env_vars: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Another backend serving the session's trained bundles from a DATA_DIR of its own, with `env_vars` on top of
+    a clean environment; yields its URL and environment, and stops it afterwards."""
+    data_dir = e2e_dir / name
+    data_dir.mkdir()
+    port = free_port()
+    env = _base_env()
+    for var in ("DATABASE_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REDIS_URL", "LLM_MODEL", "OPENAI_BASE_URL"):
+        env.pop(var, None)
+    env.update(DATA_DIR=str(data_dir), MODEL_DIR=str(model_dir), HOST="127.0.0.1", PORT=str(port), **env_vars)
+    url = f"http://127.0.0.1:{port}"
+    server = spawn(name, [str(AUTOANNOTATOR), "serve", "--port", str(port), "--no-bootstrap"], env, e2e_dir,
+                   e2e_dir / f"{name}.log")
+    try:
+        server.wait_until(lambda: requests.get(url + "/health", timeout=2).ok, BACKEND_START_TIMEOUT_S, "/health")
+        yield url, env
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

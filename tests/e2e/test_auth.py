@@ -17,7 +17,7 @@ import requests
 from backend.store import EventState, Store
 from finetune.corrections import CorrectionLog
 
-from .conftest import AUTOANNOTATOR, LABEL_CONFIG, LS_TOKEN, Backend, LabelStudio, _base_env, free_port, spawn
+from .conftest import LABEL_CONFIG, LS_TOKEN, Backend, LabelStudio, extra_backend
 from .test_training import FINISHED, JOB_TIMEOUT_S, labelled_samples, poll
 
 pytestmark = pytest.mark.e2e
@@ -37,23 +37,10 @@ class AuthBackend:
 
 @pytest.fixture(scope="module")
 def auth_backend(label_studio: LabelStudio, backend: Backend, e2e_dir) -> Iterator[AuthBackend]:
-    data_dir = e2e_dir / "auth-backend"
-    data_dir.mkdir()
-    port = free_port()
-    env = _base_env()
-    for var in ("DATABASE_URL", "REDIS_URL", "LLM_MODEL", "OPENAI_BASE_URL"):
-        env.pop(var, None)
-    env.update(DATA_DIR=str(data_dir), MODEL_DIR=str(backend.data_dir / "models"), HOST="127.0.0.1", PORT=str(port),
-               BASIC_AUTH_USER=USER, BASIC_AUTH_PASS=PASSWORD, LABEL_STUDIO_URL=label_studio.url,
-               LABEL_STUDIO_API_KEY=LS_TOKEN)
-    url = f"http://127.0.0.1:{port}"
-    server = spawn("auth-backend", [str(AUTOANNOTATOR), "serve", "--port", str(port), "--no-bootstrap"], env,
-                   e2e_dir, e2e_dir / "auth-backend.log")
-    try:
-        server.wait_until(lambda: requests.get(url + "/health", timeout=2).ok, 60, "/health")
-        yield AuthBackend(url, f"sqlite:///{data_dir / 'autoannotator.db'}")
-    finally:
-        server.stop()
+    with extra_backend(e2e_dir, "auth-backend", backend.data_dir / "models", BASIC_AUTH_USER=USER,
+                       BASIC_AUTH_PASS=PASSWORD, LABEL_STUDIO_URL=label_studio.url,
+                       LABEL_STUDIO_API_KEY=LS_TOKEN) as (url, env):
+        yield AuthBackend(url, f"sqlite:///{env['DATA_DIR']}/autoannotator.db")
 
 
 def _webhook(ls: LabelStudio, pid: int, url: str) -> dict[str, Any] | None:

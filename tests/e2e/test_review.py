@@ -24,7 +24,7 @@ from backend.store import make_engine
 from tests.llm_server import FakeLLM, answer, serving
 from tests.trust_helpers import seed_trust
 
-from .conftest import AUTOANNOTATOR, LABEL_CONFIG, LS_TOKEN, Backend, LabelStudio, _base_env, free_port, spawn
+from .conftest import AUTOANNOTATOR, LABEL_CONFIG, LS_TOKEN, Backend, LabelStudio, extra_backend
 from .test_label_studio import ALL_ITEMS, RETRIEVE, sample_texts
 
 pytestmark = pytest.mark.e2e
@@ -55,24 +55,12 @@ def llm() -> Iterator[FakeLLM]:
 def review_backend(label_studio: LabelStudio, backend: Backend, e2e_dir, llm: FakeLLM) -> Iterator[ReviewBackend]:
     """A second backend serving the session's trained bundle, with the scripted LLM, in REVIEW_MODE=async and
     allowed to write to Label Studio (the shared `backend` fixture stays as the other tests expect it)."""
-    data_dir = e2e_dir / "review-backend"
-    data_dir.mkdir()
-    port = free_port()
-    env = _base_env()
-    for var in ("DATABASE_URL", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "REDIS_URL"):
-        env.pop(var, None)
-    env.update(DATA_DIR=str(data_dir), MODEL_DIR=str(backend.data_dir / "models"), HOST="127.0.0.1", PORT=str(port),
-               LLM_MODEL="scripted", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="test", LLM_AUDIT_SHARE="0",
-               REVIEW_CONFIDENCE_THRESHOLD=str(THRESHOLD), LLM_TIMEOUT_SECONDS="10", REVIEW_MODE="async",
-               LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=LS_TOKEN, REVIEW_PUSH_RETRY_SECONDS="2")
-    url = f"http://127.0.0.1:{port}"
-    server = spawn("review-backend", [str(AUTOANNOTATOR), "serve", "--port", str(port), "--no-bootstrap"], env,
-                   e2e_dir, e2e_dir / "review-backend.log")
-    try:
-        server.wait_until(lambda: requests.get(url + "/health", timeout=2).ok, 60, "/health")
+    with extra_backend(e2e_dir, "review-backend", backend.data_dir / "models", LLM_MODEL="scripted",
+                       OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="test", LLM_AUDIT_SHARE="0",
+                       REVIEW_CONFIDENCE_THRESHOLD=str(THRESHOLD), LLM_TIMEOUT_SECONDS="10", REVIEW_MODE="async",
+                       LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=LS_TOKEN,
+                       REVIEW_PUSH_RETRY_SECONDS="2") as (url, env):
         yield ReviewBackend(url, env)
-    finally:
-        server.stop()
 
 
 def new_project(ls: LabelStudio, title: str, rb: ReviewBackend) -> int:
