@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # native build, `pip cache remove llama_cpp_python` before reinstalling.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: runtime install run test lint e2e bench load ls-install browser clean
+.PHONY: runtime install run test unit lint e2e bench load ls-install browser clean
 
 # `make run` installs what the server needs; the test tools (and llama.cpp, built from source) only come with
 # `make install`, which `make test` runs.
@@ -37,6 +37,10 @@ run: runtime
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# The decision core, the store and the rules: no models, seconds.
+unit: install
+	$(BIN)/pytest -q tests/unit
 
 # The page's test drives a real headless Chromium: Debian's package, never a downloaded browser.
 browser:

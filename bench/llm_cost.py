@@ -55,12 +55,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    from backend.bootstrap import ensure_default_bundle
     from backend.decision.routing import route
-    from backend.labelconfig import parse_label_config
+    from backend.labelstudio.config import parse_label_config
     from backend.llm import Reviewer, ReviewItem
-    from backend.serving import ModelRegistry
+    from backend.serving.registry import ModelRegistry
     from backend.settings import Settings
+    from finetune.bootstrap import ensure_default_bundle
 
     texts = SHARED.joinpath("sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[: args.items]
     gold = [NAMES[int(x)] for x in SHARED.joinpath("sentiment__test_labels.txt").read_text().split()[: args.items]]

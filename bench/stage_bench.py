@@ -54,8 +54,8 @@ def tse(split: str, limit: int | None = None, skip: int = 0) -> tuple[list[str],
 
 
 def accuracy(settings, ref, texts: list[str], labels: list[str]) -> float:
-    from backend.bundles import BundleStore
-    from backend.ensemble import load_ensemble
+    from backend.serving.bundles import BundleStore
+    from backend.serving.ensemble import load_ensemble
 
     manifest = BundleStore(settings.model_dir).manifest(ref)
     decisions = load_ensemble(ref, manifest, **settings.runtime).predict(texts)
@@ -71,14 +71,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench-stages.json")
     args = ap.parse_args()
 
-    from backend.bundles import BundleStore
     from backend.datasets import LabelledData
-    from backend.labelconfig import parse_label_config, project_bundle_key
+    from backend.labelstudio.config import parse_label_config, project_bundle_key
+    from backend.serving.bundles import BundleStore
     from backend.settings import Settings
     from backend.store import Store
-    from backend.training import train_bundle
     from finetune.corrections import CorrectionLog
     from finetune.trainer import run_stage
+    from finetune.training import train_bundle
 
     work = Path(tempfile.mkdtemp(prefix="aa-stage-bench-"))
     source_file = work / "source.csv"
@@ -107,7 +107,7 @@ def main() -> None:
     results: dict = {"machine_cpus": __import__("os").cpu_count(), "source_rows": len(src_texts),
                      "cold_start_seconds": round(base_seconds, 1), "base_source_accuracy": base_src,
                      "base_target_accuracy": base_tgt, "replay_size": settings.replay_size,
-                     "human_weight": settings.human_weight, "timing": [], "stages": []}
+                     "timing": [], "stages": []}
     corrections = CorrectionLog(store, settings.holdout_every)
     seq = 0
     offset = 0

@@ -27,12 +27,12 @@ from pathlib import Path
 import requests
 from werkzeug.serving import make_server
 
-from backend.app import create_app
-from backend.labelconfig import project_bundle_key
+from backend.http.app import create_app
+from backend.labelstudio.config import project_bundle_key
 from backend.settings import Settings
-from backend.spend import Resource, Spend
 from backend.store import provenance
-from backend.trust import TrustLedger
+from backend.store.spend import Resource, Spend
+from backend.store.trust import TrustLedger
 from model import AutoAnnotatorModel
 
 CONFIG = (Path(__file__).resolve().parent.parent / "samples" / "sentiment.xml").read_text()

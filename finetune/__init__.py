@@ -1,5 +1,3 @@
-"""Continual learning: corrections from Label Studio fine-tune the specialists in stages.
-
-Issue #4 builds the queue, policy and gated promotion here. Today the webhook records every event
-durably (backend/store.py) so nothing an annotator does before that lands is lost.
-"""
+"""The learning loop: annotations arrive by webhook (`intake`) and become corrections; when the policy says so, a
+training stage (`trainer`) fits, calibrates and commits a candidate bundle (`training`) and promotes it only if it
+holds its own on the frozen human holdout (`policy.gate`). Stages are durable jobs (`jobs`) run by `worker`."""

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, update
 
 from backend.decision.audit import is_audit
-from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.labelstudio.config import LabelConfigError, parse_label_config
 from backend.store import Store, corrections
 
 

@@ -7,11 +7,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.labelstudio.config import LabelConfigError, parse_label_config
 from backend.payload import project_ref
 from backend.settings import Settings
 from backend.store import Store
-from backend.trust import TrustLedger
+from backend.store.trust import TrustLedger
 from finetune.corrections import CorrectionLog, extract
 from finetune.jobs import TrainingJobs
 from finetune.policy import training_reason
@@ -46,7 +46,7 @@ class Intake:
         if action in ANNOTATION_EVENTS:
             project = self.store.project(pid)
             records = extract(body, project.get("label_config") if project else None)
-            # The LLM's checks first: what it said on these tasks, against the person's label (backend/trust.py).
+            # The LLM's checks first: what it said on these tasks, against the person's label (backend/store/trust.py).
             checks = self.trust.from_annotation(pid, records, lambda t: self.corrections.audited(pid, t))
             out: dict[str, Any] = {"corrections": self.corrections.record(pid, records, event_id)}
             if checks:

@@ -1,35 +1,25 @@
-"""Training jobs: the durable record (SQL) of every stage asked for, and its hand-off to rq.
+"""Training jobs: the durable record of every stage asked for (`backend.jobs.base`), at most one waiting per project.
 
-The database, not Redis, is the source of truth: a job is written as `pending` before anything is
-sent to Redis, so a webhook that arrives while Redis is down loses nothing — the dispatcher pushes
-pending jobs once Redis answers again. A job whose worker died (no heartbeat for
-JOB_STALE_SECONDS) goes back to `pending` and is retried, up to JOB_MAX_ATTEMPTS.
+A stage that dies (no heartbeat for JOB_STALE_SECONDS) is retried; its row says what each attempt ended as.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from backend.rq_sender import RqSender
-from backend.settings import Settings
-from backend.store import Store, corrections, training_jobs
-
-log = logging.getLogger(__name__)
-
-WAITING = ("pending", "queued")
-FINISHED = ("promoted", "rejected", "failed", "skipped")
+from backend.decision.states import TRAINED, WAITING, JobState
+from backend.jobs.base import DurableJobs
+from backend.store import corrections, training_jobs
 
 
-class TrainingJobs:
-    def __init__(self, store: Store, settings: Settings):
-        self.store = store
-        self.settings = settings
-        self.sender = RqSender(settings)
+class TrainingJobs(DurableJobs):
+    table = training_jobs
+    rq_function = "finetune.worker.run_job"
+    rq_prefix = "aa-train"
 
     # -- asking for work ------------------------------------------------------------------------
     def request(self, project_id: str, reason: str, seen_seq: int | None = None) -> dict[str, Any] | None:
@@ -48,7 +38,7 @@ class TrainingJobs:
                 created = waiting is None
                 if created:
                     job_id = conn.execute(insert(training_jobs).values(
-                        project_id=project_id, status="pending", reason=reason[:255], attempts=0,
+                        project_id=project_id, status=JobState.PENDING, reason=reason[:255], attempts=0,
                         requested_at=time.time())).inserted_primary_key[0]
                 else:
                     job_id = waiting.id
@@ -63,7 +53,7 @@ class TrainingJobs:
             # withdraw ours unless someone already claimed it.
             with self.store.engine.begin() as conn:
                 gone = conn.execute(delete(training_jobs).where(training_jobs.c.id == job_id,
-                                                                training_jobs.c.status == "pending")).rowcount
+                                                                training_jobs.c.status == JobState.PENDING)).rowcount
             if gone:
                 return None
         # No Redis call here: the webhook must answer in milliseconds even when Redis is down.
@@ -74,51 +64,30 @@ class TrainingJobs:
         """Has a stage started on data newer than what the caller decided on?"""
         q = select(func.count()).select_from(training_jobs).where(
             training_jobs.c.project_id == project_id, training_jobs.c.data_seq > seen_seq,
-            training_jobs.c.status.in_(("running", "promoted", "rejected")))
+            training_jobs.c.status.in_(TRAINED))
         with self.store.engine.connect() as conn:
             return bool(conn.execute(q).scalar())
 
-    def dispatch(self) -> int:
-        """Send pending jobs to rq; with no REDIS_URL the in-process worker takes them from the table."""
-        return self.sender.send(self.list(status="pending"), "finetune.worker.run_job", "aa-train", self._queued)
-
-    def _queued(self, job_id: int, rq_id: str) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(update(training_jobs).where(and_(training_jobs.c.id == job_id,
-                                                          training_jobs.c.status == "pending"))
-                         .values(status="queued", rq_job_id=rq_id))
-
     # -- doing work -----------------------------------------------------------------------------
-    def claim(self, job_id: int) -> bool:
-        """Atomically take a waiting job; False if someone else has it or it is finished."""
-        now = time.time()
-        with self.store.engine.begin() as conn:
-            running = conn.execute(select(func.count()).select_from(training_jobs).where(
-                training_jobs.c.project_id == select(training_jobs.c.project_id).where(
-                    training_jobs.c.id == job_id).scalar_subquery(),
-                training_jobs.c.status == "running")).scalar()
-            if running:
-                return False  # one running job per project; this one stays waiting
-            # What the stage is about to read: corrections after this are "new" for the next trigger.
-            seen = select(func.coalesce(func.max(corrections.c.changed_seq), 0)).where(
-                corrections.c.project_id == training_jobs.c.project_id).scalar_subquery()
-            done = conn.execute(update(training_jobs).where(and_(
-                training_jobs.c.id == job_id, training_jobs.c.status.in_(WAITING))).values(
-                status="running", attempts=training_jobs.c.attempts + 1, started_at=now, heartbeat_at=now,
-                data_seq=seen))
-            return done.rowcount == 1
+    def may_start(self, conn: Any, job_id: int) -> bool:
+        """One running stage per project: another waits."""
+        running = conn.execute(select(func.count()).select_from(training_jobs).where(
+            training_jobs.c.project_id == select(training_jobs.c.project_id).where(
+                training_jobs.c.id == job_id).scalar_subquery(),
+            training_jobs.c.status == JobState.RUNNING)).scalar()
+        return not running
 
-    def claim_next(self) -> int | None:
-        for job in sorted(self.list(status="pending"), key=lambda j: j["id"]):
-            if self.claim(job["id"]):
-                return job["id"]
-        return None
+    def on_start(self, now: float) -> dict[str, Any]:
+        # What the stage is about to read: corrections after this are "new" for the next trigger.
+        seen = select(func.coalesce(func.max(corrections.c.changed_seq), 0)).where(
+            corrections.c.project_id == training_jobs.c.project_id).scalar_subquery()
+        return {"started_at": now, "heartbeat_at": now, "data_seq": seen}
 
     def heartbeat(self, job_id: int) -> None:
         with self.store.engine.begin() as conn:
             conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(heartbeat_at=time.time()))
 
-    def finish(self, job_id: int, status: str, outcome: str, versions: dict[str, str] | None = None,
+    def finish(self, job_id: int, status: JobState, outcome: str, versions: dict[str, str] | None = None,
                data_seq: int | None = None) -> None:
         with self.store.engine.begin() as conn:
             conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
@@ -126,46 +95,23 @@ class TrainingJobs:
 
     def release(self, job_id: int, outcome: str) -> None:
         """Back to pending after a failure, or failed for good once attempts are used up."""
-        job = self.get(job_id)
-        status = "pending" if job and job["attempts"] < self.settings.job_max_attempts else "failed"
         try:
-            with self.store.engine.begin() as conn:
-                conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
-                    status=status, outcome=outcome[:4000], finished_at=time.time() if status == "failed" else None))
+            self.retry_or_fail(job_id, outcome, column="outcome")
         except IntegrityError:  # a newer job already waits for this project: it trains on the same data and more
-            with self.store.engine.begin() as conn:
-                conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(
-                    status="failed", finished_at=time.time(),
-                    outcome=f"{outcome[:3000]}; not retried: a newer waiting job of the project takes over"))
+            self.set(job_id, None, status=JobState.FAILED, finished_at=time.time(),
+                     outcome=f"{outcome[:3000]}; not retried: a newer waiting job of the project takes over")
 
-    def reap(self) -> int:
-        """Running jobs whose worker stopped beating: retry them (or fail them after the last attempt)."""
-        cutoff = time.time() - self.settings.job_stale_seconds
-        stale = [j for j in self.list(status="running") if (j["heartbeat_at"] or 0) < cutoff]
-        for job in stale:
-            log.warning("training job %s lost its worker (attempt %s)", job["id"], job["attempts"])
-            self.release(job["id"], f"worker lost during attempt {job['attempts']}")
-        return len(stale)
+    def is_stale(self, job: dict[str, Any], now: float) -> bool:
+        return (job["heartbeat_at"] or 0) < now - self.settings.job_stale_seconds
+
+    def lost(self, job: dict[str, Any]) -> None:
+        self.release(job["id"], f"worker lost during attempt {job['attempts']}")
 
     # -- reading --------------------------------------------------------------------------------
-    def get(self, job_id: int) -> dict[str, Any] | None:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(select(training_jobs).where(training_jobs.c.id == job_id)).first()
-        return dict(row._mapping) if row else None
-
-    def list(self, project_id: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = select(training_jobs).order_by(training_jobs.c.id.desc()).limit(limit)
-        if project_id:
-            q = q.where(training_jobs.c.project_id == project_id)
-        if status:
-            q = q.where(training_jobs.c.status == status)
-        with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
-
     def last_data_seq(self, project_id: str) -> int:
         """The newest change a running or finished stage trains on: corrections after it are 'new'."""
         q = select(func.max(training_jobs.c.data_seq)).where(
             training_jobs.c.project_id == project_id,
-            training_jobs.c.status.in_(("running", "promoted", "rejected")))
+            training_jobs.c.status.in_(TRAINED))
         with self.store.engine.connect() as conn:
             return int(conn.execute(q).scalar() or 0)

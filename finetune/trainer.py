@@ -18,22 +18,26 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from backend.bundles import BundleRef, BundleStore, Manifest
 from backend.datasets import LabelledData, load_labelled
-from backend.labelconfig import ChoiceControl, normalise_label, parse_label_config, project_bundle_key
+from backend.labelstudio.config import ChoiceControl, normalise_label, parse_label_config, project_bundle_key
+from backend.serving.bundles import BundleRef, BundleStore, Manifest
 from backend.settings import Settings
 from backend.store import Store
-from backend.training import DEFAULT_SPECIALISTS, train_bundle
-from backend.trust import TrustLedger
+from backend.store.trust import TrustLedger
 from finetune.corrections import CorrectionLog
 from finetune.policy import Policy, gate, replay_indices
+from finetune.training import DEFAULT_SPECIALISTS, ProjectRows, train_bundle
 
 log = logging.getLogger(__name__)
+
+# The domain router of a project bundle: tasks unlike the project's texts are answered by the bundle it started from.
+# Hard routing (each task to one side) at P(project) ≥ 0.7, switched on only where a held-out ROC AUC of 0.9 shows
+# the two domains apart: the choice the evaluation settled (docs/benchmarks.md §5).
+DOMAIN_ROUTER = {"mode": "hard", "min_auc": 0.9, "cutoff": 0.7}
 
 
 def policy_from(settings: Settings) -> Policy:
     return Policy(train_every_n=settings.train_every_n, bootstrap_min=settings.bootstrap_min_annotations,
-                  human_weight=settings.human_weight, llm_weight=settings.llm_weight,
                   replay_size=settings.replay_size, gate_margin=settings.gate_margin)
 
 
@@ -47,7 +51,9 @@ class StageOutcome:
 
 def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: BundleRef | None,
                       settings: Settings) -> list[dict[str, Any]]:
-    """The served bundle's specialists (family + params), with the fine-tuning knobs from settings."""
+    """The served bundle's specialists (family + params); an hf one continues from the served weights, in its own
+    mode (a planned hub checkpoint, which says none, trains its head only: full fine-tuning of a base-size model is
+    hours on a CPU)."""
     if manifest is None or ref is None:
         return [dict(s) for s in DEFAULT_SPECIALISTS]
     recipe = []
@@ -57,28 +63,9 @@ def specialist_recipe(manifest: Manifest | None, store: BundleStore, ref: Bundle
         if entry.family == "hf":
             # Continue from the served weights rather than the original hub checkpoint.
             params["checkpoint"] = str(ref.path / "specialists" / entry.name / "checkpoint")
-            params = finetune_params(params, settings)
-            if params.get("rows") in (None, "fresh"):  # FINETUNE_ROWS: what the served weights have not seen first
-                params.pop("rows", None)
-                if settings.finetune_rows == "new":
-                    params["rows"] = "fresh"
+            params = {**params, "mode": params.get("mode") or "head"}
         recipe.append({"name": entry.name, "family": entry.family, "params": params, "weight": entry.weight})
     return recipe
-
-
-def finetune_params(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """An hf specialist's params with the fine-tuning knobs from settings (FINETUNE_MODE, _LR, _EPOCHS, ...).
-
-    FINETUNE_MODE, when set, rules every hf specialist; unset, a recipe's own `mode` stands (a fine-tuned MiniLM says
-    full), and a planned hub checkpoint, which says nothing, trains its head only: full fine-tuning of a base-size
-    model is hours on a CPU.
-    """
-    params = {**params, "mode": settings.finetune_mode or params.get("mode") or "head"}
-    for knob, key in (("finetune_lr", "lr"), ("finetune_epochs", "epochs"),
-                      ("finetune_batch_size", "train_batch_size")):
-        if getattr(settings, knob):
-            params[key] = getattr(settings, knob)
-    return params
 
 
 def planned_recipe(project_id: str, control: ChoiceControl, recipe: list[dict[str, Any]], served: bool,
@@ -110,7 +97,7 @@ def planned_recipe(project_id: str, control: ChoiceControl, recipe: list[dict[st
         notes.append(f"{control.name}: plan checked on {len(human_rows)} human annotations"
                      + (f", dropped {gone}" if gone else ""))
     merged = merge_recipe(recipe if served else None, plan)
-    return [{**s, "params": finetune_params(s["params"], settings)} if s["family"] == "hf" else s
+    return [{**s, "params": {**s["params"], "mode": s["params"].get("mode") or "head"}} if s["family"] == "hf" else s
             for s in merged], notes
 
 
@@ -136,14 +123,13 @@ def with_project_specialist(recipe: list[dict[str, Any]], choices: list[list[str
     return [*recipe, spec], spec["name"]
 
 
-def anchor_for(current: BundleRef | None, manifest: Manifest | None, key: str, settings: Settings
-               ) -> dict[str, Any] | None:
-    """The domain gate's anchor for a project's next bundle: the bundle the project started from.
+def anchor_for(current: BundleRef | None, manifest: Manifest | None, key: str) -> dict[str, Any] | None:
+    """The domain router's anchor for a project's next bundle: the bundle the project started from.
 
     A project's first bundle starts from the shared one it was served; later ones keep the anchor their
     predecessor recorded. A project bundle built before the gate existed has none, and gets none.
     """
-    if settings.domain_gate == "off" or current is None or manifest is None:
+    if current is None or manifest is None:
         return None
     if current.key == key:
         if not manifest.anchor.get("key"):
@@ -151,8 +137,7 @@ def anchor_for(current: BundleRef | None, manifest: Manifest | None, key: str, s
         base = {"key": manifest.anchor["key"], "version": manifest.anchor["version"]}
     else:
         base = {"key": current.key, "version": current.version}
-    return {**base, "mode": settings.domain_gate, "min_auc": settings.domain_gate_min_auc,
-            "cutoff": settings.domain_gate_cutoff}
+    return {**base, **DOMAIN_ROUTER}
 
 
 def replay_data(manifest: Manifest | None, control: ChoiceControl, policy: Policy) -> tuple[LabelledData, dict]:
@@ -194,7 +179,7 @@ def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, row
     """Macro-F1 of a bundle on held-out human labels, over the control's labels it knows."""
     if not rows:
         return None
-    from backend.ensemble import load_ensemble
+    from backend.serving.ensemble import load_ensemble
 
     manifest = bundles.manifest(ref)
     index = {normalise_label(x): i for i, x in enumerate(manifest.labels)}
@@ -222,8 +207,8 @@ def holdout_f1(bundles: BundleStore, ref: BundleRef, control: ChoiceControl, row
 
 def llm_rows(store: Store, project_id: str, control: ChoiceControl, rows: list[dict], policy: Policy,
              settings: Settings) -> tuple[list[dict], list[float]]:
-    """The LLM-settled rows worth training on, and each one's weight: LLM_WEIGHT scaled by what its model has
-    measurably earned on that class (backend/decision/trust.py); rows of an untrusted class weigh 0 and are left
+    """The LLM-settled rows worth training on, and each one's weight: the policy's LLM weight scaled by what its model
+    has measurably earned on that class (backend/decision/trust.py); rows of an untrusted class weigh 0 and are left
     out."""
     if policy.llm_weight <= 0:
         return [], []
@@ -268,7 +253,7 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         llm, llm_weights = llm_rows(store, project_id, control, train_rows, policy, settings)
         key = project_bundle_key(project_id, control.name)
         current = bundles.current(key) or bundles.current(control.bundle_key)
-        # LLM-settled labels may refine a served bundle (LLM_WEIGHT > 0), never found a project's first one.
+        # LLM-settled labels may refine a served bundle (at a weight above 0), never found a project's first one.
         if not (human or (llm and current is not None)) or (current is None and len(human) < policy.bootstrap_min):
             out.notes.append(f"{control.name}: {len(human)} human corrections, not enough to train")
             continue
@@ -295,23 +280,23 @@ def run_stage(project_id: str, settings: Settings, store: Store) -> StageOutcome
         recipe, joined = with_project_specialist(recipe, own, settings.project_specialist_min)
         if joined:
             out.notes.append(f"{control.name}: {joined} joins, trained on the {len(own)} corrections alone")
-        anchor = anchor_for(current, manifest, key, settings)
+        anchor = anchor_for(current, manifest, key)
         ref, _ = train_bundle(bundles, control.labels, control.multiple,
                               LabelledData(texts, labels, f"project {project_id} corrections"),
-                              recipe, promote=False, key=key, sample_weight=weights, data_info=info,
-                              anchor=anchor, domain_texts=store.texts(project_id) if anchor else (),
-                              calibration=LabelledData([r["text"] for r in holdout_rows],
-                                                       [list(r["choices"]) for r in holdout_rows],
-                                                       f"project {project_id} held-out corrections")
-                              if settings.calibrate_on == "project" else None,
-                              audited=np.array([corrections.audited(project_id, r["task_id"])
-                                                for r in holdout_rows], dtype=bool)
-                              if settings.review_audit_share > 0 else None,
-                              vote_weights=settings.vote_weights, calibrate_split=settings.calibrate_split,
-                              replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
-                                                np.ones(len(replay.texts), bool)],
-                              fresh_rows=fresh_mask(human + llm, manifest, current is not None and current.key == key,
-                                                    len(replay.texts)) if settings.finetune_rows == "new" else None,
+                              recipe, promote=False, key=key, data_info=info, project=ProjectRows(
+                                  sample_weight=weights,
+                                  replay_rows=np.r_[np.zeros(len(human) + len(llm), bool),
+                                                    np.ones(len(replay.texts), bool)],
+                                  fresh_rows=fresh_mask(human + llm, manifest,
+                                                        current is not None and current.key == key, len(replay.texts))
+                                  if any(r.get("params", {}).get("rows") == "fresh" for r in recipe) else None,
+                                  calibration=LabelledData([r["text"] for r in holdout_rows],
+                                                           [list(r["choices"]) for r in holdout_rows],
+                                                           f"project {project_id} held-out corrections"),
+                                  audited=np.array([corrections.audited(project_id, r["task_id"])
+                                                    for r in holdout_rows], dtype=bool)
+                                  if settings.review_audit_share > 0 else None,
+                                  anchor=anchor, domain_texts=store.texts(project_id) if anchor else ()),
                               **settings.runtime)
         trained += 1
         cand = holdout_f1(bundles, ref, control, holdout_rows, settings)

@@ -1,5 +1,5 @@
-"""Who runs training jobs: an rq worker process (`autoannotator worker`, with REDIS_URL) or, with
-no Redis, a thread inside the server process (the embedded default). Both run `execute`."""
+"""Who runs training jobs: an rq worker process (`autoannotator worker`, with REDIS_URL) or, with no Redis, a
+child process started by the server's background loop (the embedded default). Both run `execute`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
+from backend.decision.states import JobState
 from backend.settings import Settings
 from backend.store import Store
 from finetune.jobs import TrainingJobs
@@ -42,7 +42,7 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
     jobs = TrainingJobs(store, settings)
     if not claimed and not jobs.claim(job_id):
         job = jobs.get(job_id)
-        if job and job["status"] == "queued":
+        if job and job["status"] == JobState.QUEUED:
             jobs.release(job_id, "another stage of this project was running; waiting")  # re-sent by the dispatcher
         return "not claimed"
     job = jobs.get(job_id)
@@ -61,13 +61,13 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
         beat.stopped.set()
 
 
-def execute_in_subprocess(job_id: int, settings: Settings) -> int:
+def start_in_subprocess(job_id: int, settings: Settings) -> subprocess.Popen:
     """The embedded worker trains in a child process at low priority: the serving process keeps its
     CPU share and its memory does not grow with training; a crash there cannot take the server down."""
     env = {**os.environ, **settings.to_env()}
     cmd = [sys.executable, "-m", "finetune.worker", str(job_id)]
-    return subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, check=False,
-                          preexec_fn=lambda: os.nice(10)).returncode
+    return subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent,
+                            preexec_fn=lambda: os.nice(10))
 
 
 def run_job(job_id: int) -> str:
@@ -76,50 +76,34 @@ def run_job(job_id: int) -> str:
     return execute(job_id, settings, Store(settings.database_url))
 
 
-class Background(threading.Thread):
-    """Per server process: with Redis, push pending jobs and reap dead ones; without, run them too."""
+class TrainingChore:
+    """The server loop's training turn: with REDIS_URL send pending stages to rq; without, run one at a time in a
+    child process, and look at it again on the next turn (the loop keeps serving reviews meanwhile)."""
 
-    def __init__(self, settings: Settings, store: Store, replay: Callable[[], int] | None = None):
-        super().__init__(name="autoannotator-learning", daemon=True)
-        self.settings, self.store = settings, store
-        self.replay = replay  # applies again webhook events that were stored but not applied
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
         self.jobs = TrainingJobs(store, settings)
-        self.wake = threading.Event()
-        self.stopped = threading.Event()
-        self.pid = os.getpid()
+        self.child: tuple[int, subprocess.Popen] | None = None
 
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                if self.replay is not None:
-                    self.replay()
-                self.jobs.reap()
-                if self.settings.redis_url:
-                    self.jobs.dispatch()
-                else:
-                    job_id = self.jobs.claim_next()
-                    if job_id is not None:
-                        code = execute_in_subprocess(job_id, self.settings)
-                        if code != 0 and (self.jobs.get(job_id) or {}).get("status") == "running":
-                            self.jobs.release(job_id, f"training process exited with code {code}")
-                        continue
-            except Exception:
-                log.exception("learning loop iteration failed")
-            self.wake.wait(self.settings.dispatch_seconds)
-            self.wake.clear()
-
-
-def run_rq_worker(settings: Settings, burst: bool = False) -> None:
-    """`autoannotator worker`: an rq worker on QUEUE_NAME; first re-sends what a dead worker left."""
-    if not settings.redis_url:
-        raise SystemExit("REDIS_URL is not set: without Redis the server trains in-process; no worker needed")
-    from redis import Redis
-    from rq import Worker
-
-    jobs = TrainingJobs(Store(settings.database_url), settings)
-    jobs.reap()
-    jobs.dispatch()
-    Worker([settings.queue_name], connection=Redis.from_url(settings.redis_url)).work(burst=burst)
+    def __call__(self) -> bool:
+        self.jobs.reap()
+        if self.settings.redis_url:
+            self.jobs.dispatch()
+            return False
+        if self.child is not None:
+            job_id, proc = self.child
+            code = proc.poll()
+            if code is None:
+                return False
+            self.child = None
+            if code != 0 and (self.jobs.get(job_id) or {}).get("status") == JobState.RUNNING:
+                self.jobs.release(job_id, f"training process exited with code {code}")
+            return True
+        job_id = self.jobs.claim_next()
+        if job_id is None:
+            return False
+        self.child = (job_id, start_in_subprocess(job_id, self.settings))
+        return True
 
 
 if __name__ == "__main__":  # the embedded worker's child: `python -m finetune.worker JOB_ID`

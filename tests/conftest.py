@@ -89,16 +89,16 @@ def session_settings(tmp_path_factory):
 @pytest.fixture(scope="session")
 def default_bundle(session_settings):
     """The README's bootstrap path: the default 3-specialist sentiment bundle from the shipped sample."""
-    from backend.bootstrap import ensure_default_bundle
+    from finetune.bootstrap import ensure_default_bundle
 
     return ensure_default_bundle(session_settings)
 
 
 @pytest.fixture(scope="session")
 def topics_bundle(session_settings, tmp_path_factory):
-    from backend.bundles import BundleStore
     from backend.datasets import load_labelled
-    from backend.training import train_bundle
+    from backend.serving.bundles import BundleStore
+    from finetune.training import train_bundle
 
     path = tmp_path_factory.mktemp("topics") / "topics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in topic_rows()))
@@ -117,7 +117,7 @@ def app_model(session_settings, default_bundle):
 
 @pytest.fixture()
 def client(session_settings, app_model):
-    from backend.app import create_app
+    from backend.http.app import create_app
 
     return create_app(session_settings, app_model).test_client()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from backend.trust import TrustLedger
+from backend.store.trust import TrustLedger
 
 SENTIMENT = ("Positive", "Negative", "Neutral")
 

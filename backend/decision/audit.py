@@ -3,9 +3,7 @@
 Why: the router sends the least confident answers for review, so corrections of them tell how right the models are
 where they doubt, not where they are sure. A uniform spot check is the one reviewed sample whose accuracy speaks for
 every task: the temperature is fitted on it, and it states what the auto-accepted labels are worth in a live project,
-where no gold label exists. (On TSE it held the temperature near the one truest on unseen tweets, but that did not
-make the share below the review threshold fall: the models' confidence ranked right and wrong answers no better as
-they learnt; docs/benchmarks.md §5.)
+where no gold label exists.
 
 Chosen by a hash of project and task id, like the gate's holdout (finetune/corrections.py): the same task is audited
 whenever it is predicted or annotated, on every machine, with no state kept; a larger share picks a superset of a

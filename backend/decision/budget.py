@@ -208,7 +208,7 @@ class ProjectBudget(Protocol):
 
 
 class BudgetBook(Protocol):
-    """Every project's budgets: `Budgets` in memory, or `backend.spend.DurableBudgets` in the database."""
+    """Every project's budgets: `Budgets` in memory, or `backend.store.spend.DurableBudgets` in the database."""
 
     def for_project(self, project_id: str | int | None) -> ProjectBudget: ...
 

@@ -14,13 +14,11 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import Literal
+from enum import StrEnum
 
+from .states import RouteName
 from .trust import Ledger
 from .voting import Decision
-
-RouteName = Literal["auto", "llm", "human", "pending"]
 
 #: The hard-sample rules. "disagreement" is the paper's; "confidence" trusts calibration alone.
 RULES: tuple[str, ...] = (
@@ -122,16 +120,16 @@ def route(
         hard, reasons = disagree and unsure, [why_disagree, why_unsure]
 
     if hard:
-        return Route("llm", "; ".join(reasons))
+        return Route(RouteName.LLM, "; ".join(reasons))
     agreed = f"specialists agree (agreement {decision.agreement:.2f})"
     if rule == "disagreement":
-        return Route("auto", agreed)
+        return Route(RouteName.AUTO, agreed)
     sure = f"confidence {decision.confidence:.3f} not below {t:.3f}{where}"
     if rule == "confidence":
-        return Route("auto", sure)
+        return Route(RouteName.AUTO, sure)
     if rule == "disagreement_and_confidence":
-        return Route("auto", agreed if not disagree else sure)
-    return Route("auto", f"{agreed}, {sure}")
+        return Route(RouteName.AUTO, agreed if not disagree else sure)
+    return Route(RouteName.AUTO, f"{agreed}, {sure}")
 
 
 def final_route(status: str | None, verdict: str | None = None, error: str = "") -> Route:
@@ -142,15 +140,15 @@ def final_route(status: str | None, verdict: str | None = None, error: str = "")
     a cached abstention has no verdict and goes to a human like a fresh one.
     """
     if status is None:
-        return Route("human", "no LLM reviewer configured")
+        return Route(RouteName.HUMAN, "no LLM reviewer configured")
     if status in _VERDICT_STATUSES and verdict is not None:
-        return Route("llm", "LLM verdict (cached)" if status == "cached" else "LLM verdict")
+        return Route(RouteName.LLM, "LLM verdict (cached)" if status == "cached" else "LLM verdict")
     if status == "cached":
-        return Route("human", "LLM abstained (cached)")
+        return Route(RouteName.HUMAN, "LLM abstained (cached)")
     if status == "valid":  # a reviewer bug, but still never a label without a verdict
-        return Route("human", "LLM verdict missing")
+        return Route(RouteName.HUMAN, "LLM verdict missing")
     reason = _HUMAN_REASONS.get(status, f"unknown review status {status!r}")
-    return Route("human", f"{reason}: {error}" if error else reason)
+    return Route(RouteName.HUMAN, f"{reason}: {error}" if error else reason)
 
 
 def cap_review(hard: Sequence[int], confidences: Sequence[float], n_items: int, max_share: float,
@@ -173,7 +171,7 @@ def cap_review(hard: Sequence[int], confidences: Sequence[float], n_items: int, 
     return [i for i in hard if i in kept], [i for i in hard if i not in kept]
 
 
-class Via(str, Enum):
+class Via(StrEnum):
     """Who settles a hard sample: the LLM, a person, or nobody (the ensemble's label stands)."""
 
     LLM = "llm"

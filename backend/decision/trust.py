@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 #: Checks of one answered class before its state leaves probation.
 MIN_CHECKS_PER_CLASS = 10
@@ -28,7 +28,7 @@ MIN_CHECKS = 30
 Z95 = 1.959964
 
 
-class TrustState(str, Enum):
+class TrustState(StrEnum):
     PROBATION = "probation"  # too few checks to say
     TRUSTED = "trusted"  # the lower bound of the LLM's accuracy beats the ensemble on the same items
     DISTRUSTED = "distrusted"  # measured, and not better than the ensemble
@@ -173,8 +173,8 @@ class Ledger:
         return total / weight if weight > 0 else None
 
     def training_weight(self, answer: str, llm_weight: float) -> float:
-        """How much an LLM-settled label of class `answer` counts in training: LLM_WEIGHT scaled by the lower bound
-        of the LLM's measured accuracy on that answer; 0 unless the class is trusted."""
+        """How much an LLM-settled label of class `answer` counts in training: the policy's LLM weight scaled by the
+        lower bound of the LLM's measured accuracy on that answer; 0 unless the class is trusted."""
         ct = self.classes.get(answer)
         if ct is None or ct.state is not TrustState.TRUSTED:
             return 0.0

@@ -103,9 +103,9 @@ def decide(
 ) -> list[Decision]:
     """One `Decision` per task from each specialist's (n_tasks, n_labels) probabilities.
 
-    With `unanimous_temperature` (CALIBRATE_SPLIT=agreement) the tasks every specialist answers alike are scaled by
-    it and the others by `temperature`: one scalar cannot be right for both when they differ in how sure they
-    should be. A single-choice answer never moves with it, as with any temperature.
+    With `unanimous_temperature` (bundles built with a split temperature are served as built) the tasks every
+    specialist answers alike are scaled by it and the others by `temperature`. A single-choice answer never moves
+    with it, as with any temperature.
     """
     mean = mean_probabilities(probas, weights)
     per_specialist = [answers(np.asarray(p, dtype=np.float64), multiple, threshold) for p in probas]
@@ -148,27 +148,6 @@ def fit_temperature(mean: np.ndarray, y: np.ndarray, multiple: bool = False,
     grid = np.exp(np.linspace(np.log(0.05), np.log(10.0), 121))
     losses = [nll(calibrate(mean, t, multiple), y, multiple, sample_weight) for t in grid]
     return float(grid[int(np.argmin(losses))])
-
-
-def fit_split_temperature(mean: np.ndarray, y: np.ndarray, agree: np.ndarray, multiple: bool = False,
-                          sample_weight: np.ndarray | None = None, fallback: float = 1.0, min_rows: int = 10
-                          ) -> tuple[float, float]:
-    """(temperature where the specialists agree, where they do not), each fitted on its own rows.
-
-    Why: as the specialists learn a project they grow sure of themselves, and one temperature softens the tasks they
-    all answer alike as much as the ones they split on. On TSE's held-out (hard) rows the agreeing group came out the
-    less trustworthy one, so CALIBRATE_SPLIT is off by default (docs/benchmarks.md §5). A group with fewer than
-    `min_rows` rows keeps `fallback` (the single temperature).
-    """
-    agree = np.asarray(agree, dtype=bool)
-    out = []
-    for rows in (agree, ~agree):
-        if int(rows.sum()) < min_rows:
-            out.append(float(fallback))
-            continue
-        out.append(fit_temperature(mean[rows], y[rows], multiple,
-                                   None if sample_weight is None else np.asarray(sample_weight)[rows]))
-    return out[0], out[1]
 
 
 def fit_weights(probas: Sequence[np.ndarray], y: np.ndarray, multiple: bool = False,

@@ -1,7 +1,7 @@
 """What a stream reviewer is: something that gives hard samples a label, or declines to.
 
 The harness plays the people (or the LLM) a project would have; each reviewer says how its labels are
-recorded (`source`: "human" corrections train at HUMAN_WEIGHT, "llm" ones at LLM_WEIGHT) and whether its
+recorded (`source`: "human" corrections train at the policy's human weight, "llm" ones at its LLM one) and whether its
 figures come from a simulation, which every output that uses it must say.
 """
 

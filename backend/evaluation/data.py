@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.datasets import load_labelled
-from backend.labelconfig import normalise_label
+from backend.labelstudio.config import normalise_label
 
 
 @dataclass

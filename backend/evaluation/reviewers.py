@@ -13,11 +13,12 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from backend.decision.states import RouteName
 from backend.evaluation.base import HardSample, StreamReviewer, Verdict
 from backend.settings import Settings
 
 if TYPE_CHECKING:
-    from backend.review import HardSampleReview
+    from backend.review.triage import HardSampleReview
 
 
 class OracleReviewer:
@@ -63,22 +64,22 @@ class LLMReviewer:
     def __init__(self, settings: Settings, review: HardSampleReview | None = None):
         if not settings.llm_model:
             raise ValueError("--reviewer llm needs LLM_MODEL (and OPENAI_BASE_URL for a non-OpenAI endpoint)")
-        from backend.review import HardSampleReview
+        from backend.review.triage import HardSampleReview
 
         self.settings = settings
         self.hard = review or HardSampleReview(settings)
 
     def review(self, project_id: str, names: Sequence[str], samples: Sequence[HardSample]) -> list[Verdict]:
-        from backend.review import Outcome
+        from backend.review.triage import Outcome
 
-        outcomes = [Outcome([s.predicted], s.confidence, "llm", "hard sample") for s in samples]
+        outcomes = [Outcome([s.predicted], s.confidence, RouteName.LLM, "hard sample") for s in samples]
         settled = self.hard.settle(project_id, names, [s.text for s in samples],
                                    [(s.confidence, s.probabilities) for s in samples], outcomes,
                                    time_budget_s=0)
         out = []
         for o in settled:
             r = o.review
-            label = o.labels[0] if o.route == "llm" else None
+            label = o.labels[0] if o.route == RouteName.LLM else None
             out.append(Verdict(label, r.status if r else "none", r.prompt_tokens if r else 0,
                                r.completion_tokens if r else 0, r.cost_usd if r else 0.0, r.raw if r else ""))
         return out

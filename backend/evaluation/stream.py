@@ -21,13 +21,14 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from backend.bundles import BundleRef, BundleStore
 from backend.datasets import LabelledData
 from backend.decision.audit import is_audit
+from backend.decision.states import RouteName
 from backend.decision.voting import Decision, expected_calibration_error
 from backend.evaluation.base import HardSample, StreamReviewer, Verdict
 from backend.evaluation.data import EvalData, Split
-from backend.labelconfig import parse_label_config, project_bundle_key
+from backend.labelstudio.config import parse_label_config, project_bundle_key
+from backend.serving.bundles import BundleRef, BundleStore
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,15 @@ class Scored:
     predicted: list[str]
     accuracy: float
     specialists: dict[str, float]
-    project_share: float | None = None  # with a domain gate: the mean weight of the project's own specialists
+    project_share: float | None = None  # with a domain router: the mean weight of the project's own specialists
 
 
 def score(ensemble: Any, split: Split) -> Scored:
     """One pass per specialist; the ensemble's vote is combined from the same probabilities (and gated, if the
-    bundle has a domain gate, exactly as serving gates it)."""
+    bundle has a domain router, exactly as serving gates it)."""
     m = ensemble.manifest
     probas = ensemble.probabilities(split.texts)
-    share = ensemble.project_share(split.texts) if ensemble.gated and len(split.texts) else None
+    share = ensemble.project_share(split.texts) if ensemble.routed and len(split.texts) else None
     decisions = ensemble.decisions(split.texts, probas, share=share)
     gold = np.array(split.labels, dtype=object)
     predicted = [m.labels[d.labels[0]] for d in decisions]
@@ -124,7 +125,7 @@ class Harness:
 
     def ensemble(self, settings: Settings, ref: BundleRef) -> Any:
         """The bundle's ensemble, loaded once: a stage scores the test set and the next stage's items with it."""
-        from backend.ensemble import load_ensemble
+        from backend.serving.ensemble import load_ensemble
 
         if self._loaded is None or self._loaded[0] != Path(ref.path):
             bundles = BundleStore(settings.model_dir)
@@ -141,7 +142,7 @@ class Harness:
     # -- cold start -----------------------------------------------------------------------------------------------
     def cold_start(self) -> dict[str, Any]:
         """Train the default specialists on the source only, and score them before any stream item is seen."""
-        from backend.training import train_bundle
+        from finetune.training import train_bundle
 
         run_dir = self.workdir / "cold-start"
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -153,8 +154,7 @@ class Harness:
         data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
         ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
                                      self.specialists, data_info={"text_col": "text", "label_col": "label"},
-                                     vote_weights=settings.vote_weights,
-                                     calibrate_split=settings.calibrate_split, **self.runtime(settings))
+                                     **self.runtime(settings))
         seconds = time.perf_counter() - t0
         ensemble = self.ensemble(settings, ref)
         stream = score(ensemble, self.data.stream)
@@ -178,7 +178,7 @@ class Harness:
         annotators take tasks by the refreshed prediction score (uncertainty sampling). The spend is the same:
         REVIEW_MAX_SHARE of the stage's new items.
         """
-        from backend.review import HardSampleReview
+        from backend.review.triage import HardSampleReview
         from backend.store import Store
         from finetune.corrections import CorrectionLog
         from finetune.trainer import run_stage
@@ -192,7 +192,8 @@ class Harness:
 
             from backend.llm import ReviewerConfig
 
-            changes = {**{f.name: getattr(reviewer.settings, f.name) for f in dc_fields(ReviewerConfig)}, **changes}
+            changes = {**{f.name: getattr(reviewer.settings, f.name) for f in dc_fields(ReviewerConfig)
+                          if hasattr(reviewer.settings, f.name)}, **changes}
         run_dir = self.workdir / name
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(self.workdir / "cold-start", run_dir, symlinks=True,
@@ -211,7 +212,8 @@ class Harness:
         for stage, start in enumerate(range(0, len(stream), stage_size), start=1):
             t0 = time.perf_counter()
             new = list(range(start, min(start + stage_size, len(stream))))
-            backlog = [i for i in range(start) if state.items[i].route == "auto"] if review_queue == "backlog" else []
+            backlog = ([i for i in range(start) if state.items[i].route == RouteName.AUTO]
+                       if review_queue == "backlog" else [])
             pool = backlog + new  # stream positions scored this stage; new items last
             part = stream.take(pool)
             ensemble = self.ensemble(settings, self.current(settings))
@@ -244,7 +246,7 @@ class Harness:
             if service is None:
                 by_pos.update(zip(spots, audit_verdicts, strict=True))
                 for k in range(first_new, len(pool)):
-                    state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+                    state.items[pool[k]] = Item(scored.predicted[k], RouteName.AUTO, scored.predicted[k])
             spot_set = set(spots)
             for k, v in by_pos.items():
                 i, text = pool[k], part.texts[k]
@@ -255,7 +257,7 @@ class Harness:
                                 v.prompt_tokens, v.completion_tokens, v.cost_usd, v.raw)
                     human = True
                 if v.label is None:
-                    state.items[i] = Item(predicted, "human", predicted, v)
+                    state.items[i] = Item(predicted, RouteName.HUMAN, predicted, v)
                     continue
                 state.items[i] = Item(v.label, "reviewed", predicted, v)
                 if reviewer.source == "human" or human:
@@ -273,7 +275,7 @@ class Harness:
             # The same question on fixed items: stage samples differ in difficulty, the test set does not.
             test_out, test_hard = router.triage(names, after.decisions)
             test_conf = np.array([d.confidence for d in after.decisions])
-            auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == "auto"]
+            auto = [(state.items[i], stream.labels[i]) for i in new if state.items[i].route == RouteName.AUTO]
             would_auto = [k for k in spots if k not in set(plain_hard)]
             state.stages.append({
                 "stage": stage, "items": len(new), "hard_share": len(hard) / len(new),
@@ -333,7 +335,7 @@ class Harness:
                                      "unseen_auto_accuracy": unseen,
                                      "holds": None if unseen is None or not stated.met else unseen >= stated.target}
             figures["settings"].update({k: getattr(settings, k) for k in (
-                "llm_audit_share", "human_max_share", "human_cost_usd", "llm_weight", "llm_model",
+                "llm_audit_share", "human_max_share", "human_cost_usd", "llm_model",
                 "target_accuracy")})
         return figures
 
@@ -343,26 +345,26 @@ class Harness:
         """One stage as the service runs it: `HardSampleReview.apply` routes every item (auto, LLM, person) within
         the budgets; a person's label (the gold, with `human_fallback`) is recorded as the webhook records an
         annotation, checks included, and an accepted LLM answer as an LLM-settled correction."""
-        from backend.trust import TrustLedger
+        from backend.store.trust import TrustLedger
 
         names = list(self.data.labels)
         trust = TrustLedger(service.engine)
         outs = service.apply(PROJECT, False, names, part.texts, scored.decisions, examples=lambda: _shots(corrections),
                              audited=list(flags) or None, control=CONTROL, task_ids=list(pool), deadline=None)
         for k in range(first_new, len(pool)):
-            state.items[pool[k]] = Item(scored.predicted[k], "auto", scored.predicted[k])
+            state.items[pool[k]] = Item(scored.predicted[k], RouteName.AUTO, scored.predicted[k])
         for k, o in enumerate(outs):
             i, text, gold, predicted = pool[k], part.texts[k], part.labels[k], scored.predicted[k]
             res = o.review
             asked = res is not None
-            verdict = Verdict(o.labels[0] if o.route == "llm" else None, res.status if res else "none",
+            verdict = Verdict(o.labels[0] if o.route == RouteName.LLM else None, res.status if res else "none",
                               res.prompt_tokens if res else 0, res.completion_tokens if res else 0,
                               res.cost_usd if res else 0.0, res.raw if res else "")
             llm_answer = res.verdict if res is not None else None
-            if o.route == "llm":
+            if o.route == RouteName.LLM:
                 state.items[i] = Item(o.labels[0], "reviewed", predicted, verdict, llm_answer=llm_answer)
                 corrections.record_llm(PROJECT, i, CONTROL, o.labels[0], text, settings.llm_model)
-            elif o.route == "human" and human_fallback:
+            elif o.route == RouteName.HUMAN and human_fallback:
                 state.items[i] = Item(gold, "reviewed", predicted, verdict, by_person=True, llm_answer=llm_answer)
                 corrections.record(PROJECT, [{"control": CONTROL, "choices": [gold], "text": text, "task_id": i,
                                               "annotation_id": i + 1, "annotator": "person"}], seq=stage)
@@ -371,16 +373,16 @@ class Harness:
                     trust.record(PROJECT, CONTROL, settings.llm_model, i, llm_answer, gold, predicted, conf, o.audit)
                 if k < len(flags) and flags[k]:
                     trust.record_audit(PROJECT, CONTROL, i, predicted, gold, conf)
-            elif o.route == "human":
-                state.items[i] = Item(predicted, "human", predicted, verdict, llm_answer=llm_answer)
+            elif o.route == RouteName.HUMAN:
+                state.items[i] = Item(predicted, RouteName.HUMAN, predicted, verdict, llm_answer=llm_answer)
             elif asked:
-                state.items[i] = Item(predicted, "auto", predicted, verdict, llm_answer=llm_answer)
+                state.items[i] = Item(predicted, RouteName.AUTO, predicted, verdict, llm_answer=llm_answer)
         service.forget(PROJECT)
 
     # -- figures --------------------------------------------------------------------------------------------------
     def _figures(self, settings: Settings, reviewer: StreamReviewer, state: RunState, relabel: bool,
                  final_test: Scored) -> dict[str, Any]:
-        from backend.review import HardSampleReview
+        from backend.review.triage import HardSampleReview
 
         gold = self.data.stream.labels
         items = state.items
@@ -395,7 +397,7 @@ class Harness:
             for i, label in zip(todo, again.predicted, strict=True):
                 final[i] = label
         reviewed = [i for i, it in enumerate(items) if it.route == "reviewed"]
-        auto = [i for i, it in enumerate(items) if it.route == "auto"]
+        auto = [i for i, it in enumerate(items) if it.route == RouteName.AUTO]
         verdicts = [it.verdict for it in items if it.verdict is not None]
         tokens = sum(v.prompt_tokens + v.completion_tokens for v in verdicts)
         calls = sum(1 for v in verdicts if v.prompt_tokens + v.completion_tokens > 0)
@@ -408,7 +410,7 @@ class Harness:
             "final_accuracy": _mean([a == b for a, b in zip(final, gold, strict=True)]),
             "final_accuracy_without_relabel": no_relabel, "relabel": relabel,
             "reviewed_share": len(reviewed) / n,
-            "human_share": sum(it.route == "human" for it in items) / n,
+            "human_share": sum(it.route == RouteName.HUMAN for it in items) / n,
             "people_share": sum(it.by_person for it in items) / n,
             "llm_settled_share": sum(it.route == "reviewed" and not it.by_person and it.llm_answer is not None
                                      for it in items) / n,
@@ -426,15 +428,8 @@ class Harness:
             "settings": {"review_rule": settings.review_rule,
                          "review_confidence_threshold": settings.review_confidence_threshold,
                          "review_max_share": settings.review_max_share, "holdout_every": settings.holdout_every,
-                         "human_weight": settings.human_weight, "llm_weight": settings.llm_weight,
                          "replay_size": settings.replay_size, "gate_margin": settings.gate_margin,
-                         "domain_gate": settings.domain_gate, "domain_gate_min_auc": settings.domain_gate_min_auc,
-                         "domain_gate_cutoff": settings.domain_gate_cutoff,
-                         "calibrate_on": settings.calibrate_on,
-                         "vote_weights": settings.vote_weights,
-                         "review_audit_share": settings.review_audit_share,
-                         "calibrate_split": settings.calibrate_split,
-                         "finetune_rows": settings.finetune_rows},
+                         "review_audit_share": settings.review_audit_share},
         }
         if self.data.source_test is not None:
             scored = score(ensemble, self.data.source_test)
@@ -522,7 +517,7 @@ def audit_claim(stages: Sequence[dict[str, Any]], unseen: float | None, last: in
 def no_learning(cold: Scored, gold: Sequence[str], settings: Settings, labels: Sequence[str], stage_size: int
                 ) -> dict[str, float]:
     """The same router and a perfect reviewer, but the cold-start models throughout: what learning adds."""
-    from backend.review import HardSampleReview
+    from backend.review.triage import HardSampleReview
 
     router = HardSampleReview(settings)
     right = reviewed = 0

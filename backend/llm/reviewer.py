@@ -166,7 +166,7 @@ class Reviewer:
         self.endpoint = str(self.client.base_url)
         self.prices = prices or PriceTable.from_text(cfg.llm_prices)
         if budgets is None and engine is not None:  # in the database: exact across processes and restarts
-            from backend.spend import DurableBudgets
+            from backend.store.spend import DurableBudgets
 
             budgets = DurableBudgets(engine, cfg.llm_budget_calls, cfg.llm_budget_usd)
         self.budgets: BudgetBook = budgets or Budgets(cfg.llm_budget_calls, cfg.llm_budget_usd)

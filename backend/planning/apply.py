@@ -1,6 +1,5 @@
 """Put a plan to work: measure its pretrained specialists on human annotations (dropping those no better than
-chance), build the zero-shot bundle that serves a project before anyone has annotated, or train the whole
-planned ensemble on labelled data.
+chance), build the zero-shot bundle that serves a project before anyone has annotated.
 
 This is the heavy side of planning: it loads checkpoints (torch, through `backend.specialists.registry`), so it
 is imported only where models are allowed — background threads, workers, the CLI — never by the HTTP face.
@@ -14,13 +13,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from backend.bundles import BundleRef, BundleStore, Manifest, SpecialistEntry
-from backend.datasets import LabelledData
-from backend.labelconfig import normalise_label
+from backend.labelstudio.config import normalise_label
 from backend.planning.catalog import Catalog
 from backend.planning.matcher import default_specialists
 from backend.planning.plan import Plan
 from backend.planning.validate import no_better_than_chance
+from backend.serving.bundles import BundleRef, BundleStore, Manifest, SpecialistEntry
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +132,3 @@ def build_zero_shot(plan: Plan, store: BundleStore, promote: bool = True, **runt
     plan.applied = {"bundle": ref.version, "at": time.time(), "zero_shot": [e.name for e in entries]}
     log.info("plan %s: zero-shot bundle %s from %s", plan.key, ref.version, [e.name for e in entries])
     return ref
-
-
-def build_trained(plan: Plan, store: BundleStore, data: LabelledData, promote: bool = True,
-                  vote_weights: str = "fitted", calibrate_split: str = "off", **runtime: Any
-                  ) -> tuple[BundleRef, Manifest]:
-    """The whole planned ensemble trained (pretrained ones fine-tuned from their mapped heads) on labelled data."""
-    from backend.training import train_bundle
-
-    ref, manifest = train_bundle(store, plan.labels, plan.multiple, data, plan.recipe(), promote=promote, key=plan.key,
-                                 data_info={"plan": plan.key, "plan_source": plan.source}, vote_weights=vote_weights,
-                                 calibrate_split=calibrate_split, **runtime)
-    plan.applied = {"bundle": ref.version, "at": time.time(), "trained_on": len(data.texts)}
-    return ref, manifest

@@ -31,6 +31,8 @@ from backend.llm.client import (
 )
 from backend.planning.matcher import Candidate
 
+MAX_TOKENS = 1024  # a plan is a short JSON document
+
 PLAN_PROMPT_VERSION = "plan-v1"
 _SAMPLE_CHARS = 200
 
@@ -123,7 +125,7 @@ def ask(settings: Any, candidates: Sequence[Candidate], choices: Sequence[str], 
             try:
                 resp = client.chat.completions.create(
                     model=settings.llm_model, messages=messages, temperature=0.0,  # type: ignore[arg-type]
-                    max_tokens=int(settings.plan_llm_max_tokens), **kwargs)
+                    max_tokens=MAX_TOKENS, **kwargs)
             except openai.APITimeoutError:
                 raise PlannerUnavailable(f"no answer within {settings.llm_timeout_seconds}s") from None
             except openai.APIStatusError as exc:

@@ -1,7 +1,7 @@
 """A plan: which specialists serve one control of a project, how each checkpoint's labels map onto its
 choices, and why — plus what was left out and why.
 
-`specialists` has the same dict form as `backend.training.DEFAULT_SPECIALISTS` ({name, family, params,
+`specialists` has the same dict form as `finetune.training.DEFAULT_SPECIALISTS` ({name, family, params,
 weight}, with `reason` and `catalog` kept alongside), so a plan is directly a training recipe. Plans live
 in MODEL_DIR/plans/<bundle key>.json: the project's own key (project-<id>__<control>) or, for a plan
 made without a project, the label-set key shared by every project with those choices.
@@ -132,7 +132,7 @@ class PlanStore:
 
     def for_control(self, project_id: str | None, control: Any) -> Plan | None:
         """The project's own plan for a control, else the plan for its label set."""
-        from backend.labelconfig import project_bundle_key
+        from backend.labelstudio.config import project_bundle_key
 
         if project_id:
             plan = self.get(project_bundle_key(project_id, control.name))

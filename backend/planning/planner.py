@@ -28,6 +28,8 @@ from backend.planning.validate import PlanRejected, check_plan, parse_llm_plan, 
 
 log = logging.getLogger(__name__)
 
+SHORTLIST = 8  # best-ranked catalog checkpoints checked for availability and offered to the LLM
+
 Checker = Callable[[str], availability.Availability]
 
 
@@ -72,7 +74,7 @@ def make_plan(
     task = project_task(choices, [control.name])
     ranked = rank(catalog, choices, multiple, language, hints=[control.name])
     candidates, unavailable = _available(_relevant(ranked, task), choices, multiple, language, task, check,
-                                         settings.plan_shortlist)
+                                         SHORTLIST)
     plan = Plan(key=key, control=control.name, labels=choices, multiple=multiple, specialists=[],
                 language=language or "", dropped=list(unavailable))
     if unavailable:

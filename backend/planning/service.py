@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from backend.labelconfig import ChoiceControl, project_bundle_key
+from backend.labelstudio.config import ChoiceControl, project_bundle_key
 from backend.planning.plan import Plan, PlanStore
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ class SetupPlanner:
                 self.plans.save(plan)
                 log.info("planned %s (%s): %s", key, plan.source, [s["name"] for s in plan.specialists])
             if not plan.applied:
-                from backend.bundles import BundleStore
                 from backend.planning.apply import build_zero_shot
+                from backend.serving.bundles import BundleStore
 
                 build_zero_shot(plan, BundleStore(self.settings.model_dir), **self.settings.runtime)
                 self.plans.save(plan)

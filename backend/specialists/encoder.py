@@ -6,8 +6,7 @@ on normalised mean-pooled embeddings: seconds to train, so it can be retrained a
 
 A head may read the last few layers, not just the last: each layer is mean-pooled and normalised, and
 they are concatenated. MiniLM is tuned for sentence similarity, and its last layer alone serves a tone
-classifier worse than the last three (on the SemEval → TSE stream, about three points for a linear head:
-docs/benchmarks.md §5). One forward pass serves every depth.
+classifier worse than the last three. One forward pass serves every depth.
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ class HFClassifierSpecialist(Specialist):
             lengths = [len(x) for x in enc["input_ids"]]
             pad_id = self.tokenizer.pad_token_id or 0
             left = getattr(self.tokenizer, "padding_side", "right") == "left"
-            # bf16 autocast where the hardware has it (fp32 master weights), and length-pooled batches: together
-            # 2.2x for MiniLM-L6 on 2 AVX512-BF16 cores, 43 -> 94 texts/s (bench/finetune_speed.py).
+            # bf16 autocast where the hardware has it (fp32 master weights), and length-pooled batches (little
+            # padding): fine-tuning on a CPU is the slow part of a stage.
             mixed = self.dtype == torch.bfloat16
             for epoch in range(int(self.params.get("epochs", 2))):
                 for idx in rt.shuffled_length_batches(lengths, bs, seed + epoch):

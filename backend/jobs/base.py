@@ -1,0 +1,125 @@
+"""Durable jobs: the SQL row is the job, rq only carries its id.
+
+A job is written as `pending` before anything is sent to Redis, so work asked for while Redis is down loses
+nothing: the loop sends pending rows once Redis answers. A job is claimed by one atomic UPDATE, so two workers
+never run it twice; a running job whose process died is found by `is_stale` and retried, up to JOB_MAX_ATTEMPTS.
+Training stages (`finetune.jobs.TrainingJobs`) and LLM review batches (`backend.review.jobs.ReviewJobs`) are
+both kinds of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from sqlalchemy import Table, and_, select, update
+
+from backend.decision.states import WAITING, JobState
+from backend.jobs.rq import RqSender
+from backend.settings import Settings
+from backend.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DurableJobs:
+    """One table of jobs. A kind names its table, the rq function that runs one, and when a running one is stale."""
+
+    table: ClassVar[Table]
+    rq_function: ClassVar[str]  # dotted path rq imports in the worker; called with the job id
+    rq_prefix: ClassVar[str]
+    heavy_columns: ClassVar[Sequence[str]] = ()  # left out of brief listings
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self.sender = RqSender(settings)
+
+    # -- sending --------------------------------------------------------------------------------
+    def dispatch(self) -> int:
+        """Send pending jobs to rq; a no-op without REDIS_URL (the server's loop runs them)."""
+        return self.sender.send(self.list(status=JobState.PENDING), self.rq_function, self.rq_prefix, self._queued)
+
+    def _queued(self, job_id: int, rq_id: str) -> None:
+        self.set(job_id, JobState.PENDING, status=JobState.QUEUED, rq_job_id=rq_id)
+
+    # -- taking ---------------------------------------------------------------------------------
+    def claim(self, job_id: int) -> bool:
+        """Atomically take a waiting job; False if someone else has it or it is finished."""
+        with self.store.engine.begin() as conn:
+            if not self.may_start(conn, job_id):
+                return False
+            done = conn.execute(update(self.table).where(and_(
+                self.table.c.id == job_id, self.table.c.status.in_(WAITING))).values(
+                status=JobState.RUNNING, attempts=self.table.c.attempts + 1, **self.on_start(time.time())))
+            return done.rowcount == 1
+
+    def may_start(self, conn: Any, job_id: int) -> bool:
+        """A kind's extra rule for starting a job (one stage per project at a time)."""
+        return True
+
+    def on_start(self, now: float) -> dict[str, Any]:
+        """What a kind records when a job starts."""
+        return {"started_at": now}
+
+    def claim_next(self, older_than: float = 0.0) -> int | None:
+        cutoff = time.time() - older_than
+        for job in sorted(self.list(status=JobState.PENDING), key=lambda j: j["id"]):
+            if job["requested_at"] <= cutoff and self.claim(job["id"]):
+                return job["id"]
+        return None
+
+    def retry_or_fail(self, job_id: int, error: str, column: str = "error") -> JobState:
+        """After a failed attempt: back to pending, or failed for good once JOB_MAX_ATTEMPTS are used up."""
+        job = self.get(job_id)
+        state = JobState.PENDING if job and job["attempts"] < self.settings.job_max_attempts else JobState.FAILED
+        self.set(job_id, None, status=state, **{column: error[:4000]},
+                 finished_at=time.time() if state == JobState.FAILED else None)
+        return state
+
+    def is_stale(self, job: dict[str, Any], now: float) -> bool:
+        raise NotImplementedError
+
+    def reap(self) -> int:
+        """Running jobs whose process died: retried, or failed after the last attempt."""
+        now = time.time()
+        stale = [j for j in self.list(status=JobState.RUNNING) if self.is_stale(j, now)]
+        for job in stale:
+            log.warning("%s job %s lost its worker (attempt %s)", self.rq_prefix, job["id"], job["attempts"])
+            self.lost(job)
+        return len(stale)
+
+    def lost(self, job: dict[str, Any]) -> None:
+        self.retry_or_fail(job["id"], f"worker lost during attempt {job['attempts']}")
+
+    def set(self, job_id: int, expect: JobState | None = None, **values: Any) -> int:
+        q = update(self.table).where(self.table.c.id == job_id)
+        if expect is not None:
+            q = q.where(self.table.c.status == expect)
+        with self.store.engine.begin() as conn:
+            return conn.execute(q.values(**values)).rowcount
+
+    # -- reading --------------------------------------------------------------------------------
+    def get(self, job_id: int) -> dict[str, Any] | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(self.table).where(self.table.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list(self, project_id: str | None = None, status: JobState | str | None = None, limit: int = 1000,
+             brief: bool = False) -> list[dict[str, Any]]:
+        cols = [c for c in self.table.c if not brief or c.name not in self.heavy_columns]
+        q = select(*cols).order_by(self.table.c.id.desc()).limit(limit)
+        if project_id:
+            q = q.where(self.table.c.project_id == project_id)
+        if status:
+            q = q.where(self.table.c.status == status)
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for j in self.list(limit=100_000, brief=True):
+            out[j["status"]] = out.get(j["status"], 0) + 1
+        return out

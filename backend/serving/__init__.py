@@ -1,0 +1,1 @@
+"""What answers /predict: bundles on disk (versioned, promoted atomically), ensembles loaded from them, the registry."""

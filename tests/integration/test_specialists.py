@@ -1,0 +1,234 @@
+"""Each specialist family trained, saved, loaded in a fresh object, and asked again: same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.datasets import load_labelled
+from backend.specialists import registry
+from backend.specialists.torch_runtime import CheckpointUnavailable, shuffled_length_batches
+from finetune.training import encode_targets
+from tests.conftest import ROOT
+
+LABELS = ["Positive", "Negative", "Neutral"]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
+    y = encode_targets(data, LABELS, False)
+    return data.texts[:600], y[:600], data.texts[600:800], y[600:800]
+
+
+@pytest.mark.parametrize("params", [{"classifier": "lr"}, {"classifier": "nb"}])
+def test_tfidf_round_trip(tmp_path, sample, params):
+    xtr, ytr, xte, yte = sample
+    sp = registry.create("tfidf", "t", LABELS, False, params)
+    sp.fit(xtr, ytr)
+    p = sp.predict_proba(xte)
+    assert p.shape == (len(xte), 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
+    assert (p.argmax(1) == yte).mean() > 0.45  # well above chance (0.33) on 600 tweets
+    version = sp.save(tmp_path / "t")
+    again = registry.load(tmp_path / "t")
+    assert again.version == version and version.startswith("tfidf-")
+    np.testing.assert_allclose(again.predict_proba(xte), p)
+
+
+def test_tfidf_multi_label(tmp_path):
+    from tests.conftest import topic_rows
+
+    rows = topic_rows(200)
+    labels = ["Sports", "Politics", "Tech"]
+    y = np.array([[int(x in r["label"]) for x in labels] for r in rows])
+    sp = registry.create("tfidf", "m", labels, True)
+    sp.fit([r["text"] for r in rows], y)
+    p = sp.predict_proba(["the coach said the team will score a goal", "new phone chip from a startup"])
+    assert p[0].argmax() == 0 and p[1].argmax() == 2
+    assert p.shape == (2, 3)
+
+
+def test_encoder_specialist_uses_one_shared_encoder(tmp_path, sample):
+    xtr, ytr, xte, yte = sample
+    a = registry.create("encoder", "a", LABELS, False)
+    b = registry.create("encoder", "b", LABELS, False, {"C": 0.5})
+    a.fit(xtr, ytr)
+    b.fit(xtr, ytr)
+    assert a.encoder is b.encoder  # loaded once per process
+    p = a.predict_proba(xte)
+    assert (p.argmax(1) == yte).mean() > 0.5
+    a.save(tmp_path / "a")
+    again = registry.load(tmp_path / "a")
+    assert again.params["encoder"] == ""  # machine-independent: the deployment's default encoder
+    np.testing.assert_allclose(again.predict_proba(xte), p, atol=1e-6)
+
+
+def test_encoder_heads_read_the_last_layers_from_one_pass(tmp_path, sample):
+    xtr, ytr, xte, yte = sample
+    one = registry.create("encoder", "one", LABELS, False)
+    three = registry.create("encoder", "three", LABELS, False, {"layers": 3})
+    enc = three.encoder
+    last = enc.encode(xte[:5])
+    deep = enc.encode(xte[:5], 3)
+    assert last.shape == (5, enc.dim) and deep.shape == (5, 3 * enc.dim)
+    np.testing.assert_allclose(deep[:, :enc.dim], last, atol=1e-6)  # the last layer comes first
+    np.testing.assert_allclose(np.linalg.norm(deep.reshape(5, 3, enc.dim), axis=-1), 1, atol=1e-5)
+    assert not np.allclose(deep[:, enc.dim:2 * enc.dim], last)  # and the layers below differ from it
+    with pytest.raises(ValueError, match="layers must be between 1 and 6"):
+        enc.encode(xte[:2], 7)
+    # A head saved before the option (no "layers") reads the last layer, as it was trained to.
+    assert one.layers == 1 and "layers" not in one.params
+    three.fit(xtr, ytr)
+    assert three.head.coef_.shape[1] == 3 * enc.dim
+    p = three.predict_proba(xte)
+    assert (p.argmax(1) == yte).mean() > 0.5
+    three.save(tmp_path / "three")
+    again = registry.load(tmp_path / "three")
+    assert again.layers == 3
+    np.testing.assert_allclose(again.predict_proba(xte), p, atol=1e-6)
+
+
+def test_encoder_cache_keeps_each_depth_apart(tmp_path, sample):
+    xtr, ytr, _, _ = sample
+    runtime = {"cache_dir": str(tmp_path / "cache")}
+    for layers in (1, 3):
+        sp = registry.create("encoder", f"d{layers}", LABELS, False, {"layers": layers}, **runtime)
+        sp.fit(xtr[:40], ytr[:40])
+        assert sp.head.coef_.shape[1] == layers * sp.encoder.dim
+    # Read back from the cache at both depths: no vector of one depth is served for the other.
+    for layers in (1, 3):
+        sp = registry.create("encoder", "c", LABELS, False, {"layers": layers}, **runtime)
+        cached = sp._training_embeddings(xtr[:40])
+        assert cached.shape == (40, layers * sp.encoder.dim)
+        np.testing.assert_allclose(cached, sp.encoder.encode(xtr[:40], layers), atol=1e-5)
+
+
+def test_hf_checkpoint_labels_are_mapped_onto_project_choices(minilm_classifier_dir, sample):
+    _, _, xte, _ = sample
+    sp = registry.create("hf", "h", LABELS, False, {"checkpoint": str(minilm_classifier_dir)}, dtype="float32")
+    p = sp.predict_proba(xte[:20])
+    assert p.shape == (20, 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    # the projection follows id2label {NEG, NEU, POS} → (Positive, Negative, Neutral)
+    assert sp.projection.tolist() == [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+
+
+def test_hf_override_and_unmappable_labels(minilm_classifier_dir):
+    sp = registry.create("hf", "h", ["Bullish", "Bearish", "Flat"], False,
+                         {"checkpoint": str(minilm_classifier_dir), "label_map": {"NEU": "Flat"}})
+    assert sp.predict_proba(["stocks up"]).shape == (1, 3)
+    bad = registry.create("hf", "h", ["Spam", "Ham"], False, {"checkpoint": str(minilm_classifier_dir)})
+    with pytest.raises(ValueError, match="cover no"):
+        bad.predict_proba(["x"])
+
+
+def test_hf_fine_tune_replaces_head_and_round_trips(tmp_path, minilm_classifier_dir):
+    from tests.conftest import topic_rows
+
+    labels = ["Sports", "Politics", "Tech"]  # nothing maps from NEG/NEU/POS: training installs a new head
+    rows = [r for r in topic_rows(260, seed=3) if len(r["label"]) == 1]
+    texts = [r["text"] for r in rows]
+    y = np.array([labels.index(r["label"][0]) for r in rows])
+    sp = registry.create("hf", "h", labels, False,
+                         {"checkpoint": str(minilm_classifier_dir), "mode": "full", "epochs": 3, "lr": 1e-4},
+                         dtype="float32")
+    sp.fit(texts[:120], y[:120])
+    p = sp.predict_proba(texts[120:])
+    assert (p.argmax(1) == y[120:]).mean() > 0.8
+    assert sp.model.config.id2label == {0: "Sports", 1: "Politics", 2: "Tech"}
+    version = sp.save(tmp_path / "h")
+    again = registry.load(tmp_path / "h", dtype="float32")
+    assert again.version == version
+    np.testing.assert_allclose(again.predict_proba(texts[120:]), p, atol=1e-4)
+
+
+def test_training_batches_cover_every_row_once_and_pool_similar_lengths():
+    lengths = np.random.default_rng(0).integers(1, 60, size=1000)
+    batches = shuffled_length_batches(lengths, 16, seed=3)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000)) and all(len(b) <= 16 for b in batches)
+    assert all((np.diff(lengths[b]) >= 0).all() for b in batches)  # sorted within its pool
+    # Padding to each batch's longest row wastes far less than random batches would.
+    waste = sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+    rand = np.random.default_rng(3).permutation(1000)
+    random_waste = sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum())
+                       for b in (rand[i:i + 16] for i in range(0, 1000, 16)))
+    assert waste < random_waste / 4
+    assert [b.tolist() for b in batches] == [b.tolist() for b in shuffled_length_batches(lengths, 16, seed=3)]
+    assert [b.tolist() for b in batches] != [b.tolist() for b in shuffled_length_batches(lengths, 16, seed=4)]
+
+
+def test_hf_bf16_training_saves_the_trained_fp32_weights_after_predicting(tmp_path, minilm_classifier_dir):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import topic_rows
+
+    labels = ["Sports", "Politics", "Tech"]
+    rows = [r for r in topic_rows(260, seed=3) if len(r["label"]) == 1]
+    texts = [r["text"] for r in rows]
+    y = np.array([labels.index(r["label"][0]) for r in rows])
+    sp = registry.create("hf", "h", labels, False, {"checkpoint": str(minilm_classifier_dir), "mode": "full",
+                                                    "epochs": 3, "lr": 1e-4}, dtype="bfloat16")
+    sp.fit(texts[:120], y[:120])  # bf16 autocast over fp32 weights
+    assert all(v.dtype == torch.float32 for v in sp._trained.values() if v.is_floating_point())
+    p = sp.predict_proba(texts[120:])  # runs in bf16: the weights are cast in place
+    assert sp.model.dtype == torch.bfloat16 and (p.argmax(1) == y[120:]).mean() > 0.8
+    sp.save(tmp_path / "h")
+    saved = load_file(str(tmp_path / "h" / "checkpoint" / "model.safetensors"))
+    for name, tensor in saved.items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, sp._trained[name]), name  # not the bf16-rounded copy
+
+
+def test_hf_without_a_checkpoint_fine_tunes_the_default_encoder(tmp_path):
+    import json
+
+    from backend.specialists.encoder import default_encoder_name
+
+    assert registry.create("hf", "h", LABELS, False, {"checkpoint": ""})._source == default_encoder_name()
+    assert registry.create("hf", "h", LABELS, False, {}, default_encoder="/models/mine")._source == "/models/mine"
+    recipe = json.loads((ROOT / "samples" / "specialists-finetuned.json").read_text())
+    tuned = [s for s in recipe if s["family"] == "hf"]
+    assert tuned and all(s["params"]["checkpoint"] == "" and s["params"]["mode"] == "full" for s in tuned)
+
+
+def test_unavailable_checkpoint_says_how_to_get_it_offline():
+    sp = registry.create("hf", "h", LABELS, False, {"checkpoint": "no-such-org/no-such-model"})
+    with pytest.raises(CheckpointUnavailable, match=r"(?s)no-such-org/no-such-model.*local directory"):
+        sp.predict_proba(["x"])
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ValueError, match="unknown specialist family 'svm'"):
+        registry.create("svm", "x", LABELS, False)
+
+
+def test_specialists_with_one_tokenizer_tokenise_a_request_once(minilm_classifier_dir, monkeypatch):
+    """Three fine-tuned copies of one base model: the request is tokenised once (on a GPU this doubled the rate,
+    docs/benchmarks.md), and each still gets exactly its own answers."""
+    from backend.specialists import hf
+
+    make = lambda name: registry.create("hf", name, LABELS, False,  # noqa: E731
+                                        {"checkpoint": str(minilm_classifier_dir)}, dtype="float32")
+    a, b = make("a"), make("b")
+    a._ensure_loaded()
+    b._ensure_loaded()
+    assert a.tokenizer is not b.tokenizer  # two loads of the same files
+    kind = type(a.tokenizer)
+    calls = []
+    real = kind.__call__
+
+    def counted(self, *args, **kw):
+        calls.append(len(args[0]))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(kind, "__call__", counted)
+    hf._encodings.__init__()
+    texts = ["what a lovely day", "this is awful", "the bus leaves at nine"]
+    pa, pb = a.predict_proba(texts), b.predict_proba(texts)
+    assert calls == [3]
+    np.testing.assert_allclose(pa, pb, atol=1e-6)  # same checkpoint, same answers
+    a.predict_proba(["another request"])
+    assert calls == [3, 1]
