@@ -1,6 +1,12 @@
-"""Faults an operator meets, on the real PostgreSQL: the database drops every connection (a restart or a failover).
-Nothing is lost and the next requests are served. (A failure in the middle of applying a webhook is in
-test_hostile_input.py; Redis down and a worker killed mid-stage in test_rq_learning.py.)"""
+"""Faults an operator meets, each ending with nothing lost, no bad promotion and budgets exact:
+
+- here: the database drops every connection (a PostgreSQL restart or failover); an LLM storm of 5xx, 429 and
+  timeouts, inside the budget and past it; an rq worker killed in the middle of an LLM review;
+- test_rq_learning.py: Redis down and back, a worker killed in the middle of a training stage;
+- test_review_async.py: Label Studio down while reviews are pushed;
+- test_hostile_input.py: a failure in the middle of applying a webhook;
+- tests/e2e/test_prelabel_queue.py: a worker killed in the middle of a prelabel chunk, against Label Studio.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +50,103 @@ def test_dropped_database_connections_lose_nothing(pg_model):
     assert client.post("/predict", json=predict).status_code == 200
     assert sorted(row["task_id"] for row in model.intake.corrections.rows("3")) == [1, 4]
     assert client.get("/health").json["webhooks"]["events"] == {"applied": 2}
+
+
+# -- LLM storms --------------------------------------------------------------------------------------------------
+def test_an_llm_storm_leaves_every_task_on_a_safe_route_and_counts_every_attempt(session_settings, default_bundle,
+                                                                                 tmp_path):
+    """500s, 429s with Retry-After, 503s and timeouts for most texts at once, a few recovering on retry: /predict
+    answers every task, a failed review leaves the ensemble's label with people, a recovered one the LLM's, and
+    the budget counts every HTTP attempt, exactly what the server received, never past the cap."""
+    from tests.integration.test_review_inline import body, make
+    from tests.llm_server import FakeLLM, answer, error, serving
+
+    down = [f"storm item {i}: the market fell again today" for i in range(10)]
+    slow = [f"storm item {i}: waiting on the tram" for i in range(10, 14)]
+    back = [f"storm item {i}: lovely sunny afternoon" for i in range(14, 20)]
+    script = {t: [error(500), error(429, "slow down", retry_after=0.05), error(503)] for t in down}
+    script |= {t: [answer('{"label": "Neutral"}', delay=3.0)] for t in slow}
+    script |= {t: [error(500), answer('{"label": "Positive"}')] for t in back}
+    texts = down + slow + back
+    with serving(FakeLLM(script=script)) as fake:
+        client, _ = make(session_settings, tmp_path, fake, llm_budget_calls=200, llm_concurrency=4)
+        r = client.post("/predict", json=body(texts, project="31.1"))
+        assert r.status_code == 200 and len(r.json["results"]) == len(texts)
+        recs = [client.get(f"/tasks/{i}/provenance").json["records"][0] for i in range(1, len(texts) + 1)]
+        for text, rec, result in zip(texts, recs, r.json["results"], strict=True):
+            label = result["result"][0]["value"]["choices"]
+            if text in back:
+                assert rec["route"] == "llm" and label == ["Positive"], rec["reason"]
+            else:
+                assert rec["route"] == "human" and label == rec["ensemble_labels"], rec["reason"]
+                assert rec["llm"]["status"] in ("error", "timeout")
+        usage = client.get("/llm/usage?project=31").json
+        assert usage["calls"] == fake.calls() <= 200  # every attempt paid for: retries, 429s and timeouts too
+        assert usage["routes"] == {"human": len(down) + len(slow), "llm": len(back)}
+        # The storm is over for new texts: they are reviewed as usual.
+        fake.script["after the storm the sun came out"] = [answer('{"label": "Positive"}')]
+        after = {"tasks": [{"id": 99, "data": {"text": "after the storm the sun came out"}}],
+                 "label_config": SENTIMENT_XML, "project": "31.1"}
+        assert client.post("/predict", json=after).status_code == 200
+        assert client.get("/tasks/99/provenance").json["records"][0]["route"] == "llm"
+
+
+def test_an_llm_storm_past_the_budget_sends_nothing_more(session_settings, default_bundle, tmp_path):
+    """A storm of retries eats the call budget: what is left goes to people without a request, and across a
+    restart (a new process on the same database) nothing more is sent."""
+    from model import AutoAnnotatorModel
+    from tests.integration.test_review_inline import body, make
+    from tests.llm_server import FakeLLM, error, serving
+
+    texts = [f"budget storm item {i} about the weather" for i in range(12)]
+    with serving(FakeLLM(script={t: [error(500)] for t in texts})) as fake:
+        client, model = make(session_settings, tmp_path, fake, llm_budget_calls=7)
+        assert client.post("/predict", json=body(texts, project="31.1")).status_code == 200
+        assert fake.calls() == 7 and client.get("/llm/usage?project=31").json["calls"] == 7
+        again = AutoAnnotatorModel(model.settings, background=False)
+        again.predict([{"id": 50, "data": {"text": "one more after the restart"}}], SENTIMENT_XML, project="31.1")
+        assert fake.calls() == 7
+
+
+# -- an rq worker killed in the middle of an LLM review -------------------------------------------------------------
+def test_a_worker_killed_mid_review_loses_nothing_and_the_review_is_finished_by_another(session_settings,
+                                                                                        default_bundle, tmp_path):
+    """REVIEW_MODE=async with rq: SIGKILL to the worker (and its work horse) while the LLM is answering. The job is
+    found stale, sent again, and a second worker settles every item; the calls the dead worker made are paid for."""
+    import os
+
+    from tests.integration.test_review_inline import body, make
+    from tests.integration.test_rq_learning import RedisServer, Worker, free_port, wait_for
+    from tests.llm_server import FakeLLM, answer, serving
+
+    texts = [f"slow review item {i} about a long train ride" for i in range(6)]
+    script = {t: [answer('{"label": "Neutral"}', delay=1.0)] for t in texts}
+    redis = RedisServer(free_port())
+    redis.start()
+    try:
+        with serving(FakeLLM(script=script)) as fake:
+            client, model = make(session_settings, tmp_path, fake, review_mode="async", llm_timeout_seconds=5.0,
+                                 redis_url=f"redis://127.0.0.1:{redis.port}/0", queue_name="aa-kill-review",
+                                 dispatch_seconds=0.2, llm_batch_seconds=8.0, job_stale_seconds=2.0,
+                                 llm_concurrency=2, llm_budget_calls=100)
+            assert client.post("/predict", json=body(texts, project="43.1")).status_code == 200
+            env = {**os.environ, **model.settings.to_env(), "HF_HUB_OFFLINE": "1"}
+            first = Worker(env, tmp_path / "worker1.log")
+            wait_for(lambda: fake.calls() >= 1, 60, "the first worker to ask the LLM")
+            first.kill()
+            (job,) = model.review_jobs.list()
+            assert job["status"] == "running" and job["results"] is None  # nothing was settled
+            wait_for(lambda: model.review_jobs.list()[0]["status"] == "queued", 60, "the job to be sent again")
+            second = Worker(env, tmp_path / "worker2.log")
+            try:
+                wait_for(lambda: model.review_jobs.list()[0]["status"] == "done", 120, "the second worker")
+            finally:
+                second.stop()
+            (job,) = model.review_jobs.list()
+            assert job["attempts"] == 2
+            recs = [client.get(f"/tasks/{i}/provenance").json["records"][0] for i in range(1, len(texts) + 1)]
+            assert [r["route"] for r in recs] == ["llm"] * len(texts)  # none left pending, none lost
+            usage = client.get("/llm/usage?project=43").json
+            assert fake.calls() <= usage["calls"] <= 100  # what the dead worker sent is counted, never less
+    finally:
+        redis.stop()
