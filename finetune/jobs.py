@@ -83,10 +83,6 @@ class TrainingJobs(DurableJobs):
             corrections.c.project_id == training_jobs.c.project_id).scalar_subquery()
         return {"started_at": now, "heartbeat_at": now, "data_seq": seen}
 
-    def heartbeat(self, job_id: int) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(update(training_jobs).where(training_jobs.c.id == job_id).values(heartbeat_at=time.time()))
-
     def finish(self, job_id: int, status: JobState, outcome: str, versions: dict[str, str] | None = None,
                data_seq: int | None = None) -> None:
         with self.store.engine.begin() as conn:

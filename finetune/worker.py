@@ -7,32 +7,16 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import traceback
 from pathlib import Path
 
 from backend.decision.states import JobState
+from backend.jobs.base import Heartbeat
 from backend.settings import Settings
 from backend.store import Store
 from finetune.jobs import TrainingJobs
 
 log = logging.getLogger(__name__)
-
-
-class _Heartbeat(threading.Thread):
-    """Beats while a job runs, so a dead worker is told apart from a slow one."""
-
-    def __init__(self, jobs: TrainingJobs, job_id: int, interval: float):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.jobs, self.job_id, self.interval = jobs, job_id, interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            try:
-                self.jobs.heartbeat(self.job_id)
-            except Exception:
-                log.exception("heartbeat of job %s failed", self.job_id)
 
 
 def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False) -> str:
@@ -46,7 +30,7 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
             jobs.release(job_id, "another stage of this project was running; waiting")  # re-sent by the dispatcher
         return "not claimed"
     job = jobs.get(job_id)
-    beat = _Heartbeat(jobs, job_id, max(0.5, settings.job_stale_seconds / 4))
+    beat = Heartbeat(jobs, job_id, max(0.5, settings.job_stale_seconds / 4))
     beat.start()
     try:
         outcome = run_stage(job["project_id"], settings, store)

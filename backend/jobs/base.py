@@ -10,6 +10,7 @@ both kinds of it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -40,7 +41,8 @@ class DurableJobs:
     # -- sending --------------------------------------------------------------------------------
     def dispatch(self) -> int:
         """Send pending jobs to rq; a no-op without REDIS_URL (the server's loop runs them)."""
-        return self.sender.send(self.list(status=JobState.PENDING), self.rq_function, self.rq_prefix, self._queued)
+        pending = sorted(self.list(status=JobState.PENDING), key=lambda j: j["id"])  # oldest first
+        return self.sender.send(pending, self.rq_function, self.rq_prefix, self._queued)
 
     def _queued(self, job_id: int, rq_id: str) -> None:
         self.set(job_id, JobState.PENDING, status=JobState.QUEUED, rq_job_id=rq_id)
@@ -94,6 +96,10 @@ class DurableJobs:
     def lost(self, job: dict[str, Any]) -> None:
         self.retry_or_fail(job["id"], f"worker lost during attempt {job['attempts']}")
 
+    def heartbeat(self, job_id: int) -> None:
+        """For kinds whose rows have `heartbeat_at`: the job's process is alive."""
+        self.set(job_id, None, heartbeat_at=time.time())
+
     def set(self, job_id: int, expect: JobState | None = None, **values: Any) -> int:
         q = update(self.table).where(self.table.c.id == job_id)
         if expect is not None:
@@ -123,3 +129,19 @@ class DurableJobs:
         for j in self.list(limit=100_000, brief=True):
             out[j["status"]] = out.get(j["status"], 0) + 1
         return out
+
+
+class Heartbeat(threading.Thread):
+    """Beats while a job runs, so a dead worker is told apart from a slow one (`DurableJobs.is_stale`)."""
+
+    def __init__(self, jobs: DurableJobs, job_id: int, interval: float):
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.jobs, self.job_id, self.interval = jobs, job_id, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.jobs.heartbeat(self.job_id)
+            except Exception:
+                log.exception("heartbeat of job %s failed", self.job_id)
