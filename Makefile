@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # native build, `pip cache remove llama_cpp_python` before reinstalling.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: runtime install run test unit lint e2e bench load ls-install browser clean
+.PHONY: runtime install run stack test unit lint e2e bench load ls-install browser clean
 
 # `make run` installs what the server needs; the test tools (and llama.cpp, built from source) only come with
 # `make install`, which `make test` runs.
@@ -33,6 +33,10 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
 
 run: runtime
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/autoannotator serve
+
+# The queue topology of docker-compose.yml (--profile queue) without Docker: Redis, the backend, two rq workers.
+stack: runtime
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/autoannotator stack
 
 test: install browser
 	$(BIN)/ruff check .

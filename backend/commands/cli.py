@@ -1,5 +1,5 @@
-"""`autoannotator` command line: serve, train, predict, bundles, plan, prelabel, evaluate, worker, jobs, trust,
-settings."""
+"""`autoannotator` command line: serve, stack, train, predict, bundles, plan, prelabel, evaluate, worker, jobs,
+trust, settings."""
 
 from __future__ import annotations
 
@@ -155,14 +155,26 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_prelabel(args: argparse.Namespace, settings: Settings) -> None:
-    from backend.commands.prelabel import prelabel
+    from backend.commands.prelabel import prelabel, prelabel_queued
 
-    report = prelabel(settings, args.project, chunk=args.chunk, limit=args.limit, set_sampling=args.set_sampling,
-                      progress=not args.no_progress)
+    if args.queue:
+        if args.limit is not None:
+            sys.exit("--limit is for a run in this process; --queue pre-labels every task left")
+        report = prelabel_queued(settings, args.project, chunk=args.chunk or 250, set_sampling=args.set_sampling,
+                                 progress=not args.no_progress, wait=not args.no_wait)
+    else:
+        report = prelabel(settings, args.project, chunk=args.chunk or 100, limit=args.limit,
+                          set_sampling=args.set_sampling, progress=not args.no_progress)
     print(report.text(), file=sys.stderr)
     print(json.dumps(report.as_dict(), default=str))
     if report.interrupted:
         sys.exit(130)
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.commands.stack import run_stack
+
+    sys.exit(run_stack(settings, rq_workers=args.rq_workers, serve_workers=args.workers))
 
 
 def cmd_review_jobs(args: argparse.Namespace, settings: Settings) -> None:
@@ -291,12 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("prelabel", help="pre-label every task of a Label Studio project that has no prediction of "
                                          "the current model version (needs LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
     pl.add_argument("--project", type=int, required=True, help="Label Studio project id")
-    pl.add_argument("--chunk", type=int, default=100, help="tasks per predict call and per write batch")
+    pl.add_argument("--chunk", type=int, help="tasks per predict call and per write batch (default 100; with "
+                                               "--queue, tasks per job: 250)")
+    pl.add_argument("--queue", action="store_true", help="spread the project over `autoannotator worker` processes "
+                                                         "(REDIS_URL and a shared DATABASE_URL): chunks as durable "
+                                                         "jobs, resumable, a dead worker's chunk retried")
+    pl.add_argument("--no-wait", action="store_true", help="with --queue: write and send the jobs, then return")
     pl.add_argument("--limit", type=int, help="pre-label at most N tasks this run")
     pl.add_argument("--set-sampling", action="store_true", help='also set the project\'s sampling to "Uncertainty '
                                                                 'sampling", so human-flagged tasks are served first')
     pl.add_argument("--no-progress", action="store_true", help="no progress bar")
     pl.set_defaults(func=cmd_prelabel)
+
+    sk = sub.add_parser("stack", help="the queue topology without Docker: Redis (REDIS_URL, or one started here), "
+                                      "the backend and rq workers, supervised until Ctrl-C")
+    sk.add_argument("--host")
+    sk.add_argument("--port", type=int)
+    sk.add_argument("--rq-workers", type=int, default=2)
+    sk.add_argument("--workers", type=int, default=1, help="gunicorn workers of the backend")
+    sk.set_defaults(func=cmd_stack)
 
     rj = sub.add_parser("review-jobs", help="list asynchronous review jobs (REVIEW_MODE=async)")
     rj.add_argument("--project")
