@@ -63,8 +63,9 @@ class DurableJobs:
         return True
 
     def on_start(self, now: float) -> dict[str, Any]:
-        """What a kind records when a job starts."""
-        return {"started_at": now}
+        """What a kind records when a job starts; a kind with heartbeats starts beating now, so a reaper that
+        looks before the first beat does not take the job for dead."""
+        return {"started_at": now, **({"heartbeat_at": now} if "heartbeat_at" in self.table.c else {})}
 
     def claim_next(self, older_than: float = 0.0) -> int | None:
         cutoff = time.time() - older_than

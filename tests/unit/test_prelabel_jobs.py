@@ -42,6 +42,7 @@ def test_a_chunk_whose_worker_died_is_found_and_retried_then_failed(database_url
     (row,) = jobs.for_run(7, "v1")
     for attempt, after in ((1, JobState.PENDING), (2, JobState.FAILED)):
         assert jobs.claim(row["id"]) and not jobs.claim(row["id"])  # one worker at a time
+        assert jobs.reap() == 0  # just claimed: alive before its first beat
         jobs.heartbeat(row["id"])
         assert jobs.reap() == 0  # alive
         jobs.set(row["id"], None, heartbeat_at=time.time() - 5)  # its worker went silent
