@@ -209,35 +209,37 @@ class PrelabelJobs(DurableJobs):
     def is_stale(self, job: dict[str, Any], now: float) -> bool:
         return (job["heartbeat_at"] or 0) < now - self.settings.job_stale_seconds
 
-    def write(self, pid: str, project_id: int, version: str, tasks: list[dict[str, Any]], chunk: int) -> int:
+    def write(self, pid: str, project_id: int, version: str, tasks: list[dict[str, Any]], chunk: int) -> set[int]:
         """Chunk jobs for the tasks that no chunk of this project and version holds yet; a failed chunk is given
-        fresh attempts. Returns how many chunks were written."""
+        fresh attempts. Returns the ids of the chunks this run has to wait for: those written and those an earlier
+        run left unfinished."""
         with self.store.engine.begin() as conn:
             conn.execute(prelabel_jobs.update().where(and_(
                 prelabel_jobs.c.ls_project == project_id, prelabel_jobs.c.model_version == version,
                 prelabel_jobs.c.status == JobState.FAILED)).values(status=JobState.PENDING, attempts=0,
                                                                    finished_at=None))
-            held = {t["id"] for row in conn.execute(select(prelabel_jobs.c.tasks).where(and_(
+            open_rows = conn.execute(select(prelabel_jobs.c.id, prelabel_jobs.c.tasks).where(and_(
                 prelabel_jobs.c.ls_project == project_id, prelabel_jobs.c.model_version == version,
-                prelabel_jobs.c.status != JobState.DONE))) for t in row.tasks}
+                prelabel_jobs.c.status != JobState.DONE))).all()
+        held = {t["id"] for row in open_rows for t in row.tasks}
+        ids = {row.id for row in open_rows}
         todo = [t for t in tasks if t["id"] not in held]
-        written = 0
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             try:
                 with self.store.engine.begin() as conn:
-                    conn.execute(insert(prelabel_jobs).values(
+                    ids.add(conn.execute(insert(prelabel_jobs).values(
                         project_id=pid, ls_project=project_id, model_version=version, first_task=part[0]["id"],
-                        tasks=part, status=JobState.PENDING, attempts=0, requested_at=time.time()))
-                written += 1
+                        tasks=part, status=JobState.PENDING, attempts=0, requested_at=time.time())
+                    ).inserted_primary_key[0])
             except IntegrityError:  # a done chunk began with this task; its tasks now lack a prediction again
+                same = and_(prelabel_jobs.c.ls_project == project_id, prelabel_jobs.c.model_version == version,
+                            prelabel_jobs.c.first_task == part[0]["id"])
                 with self.store.engine.begin() as conn:
-                    conn.execute(prelabel_jobs.update().where(and_(
-                        prelabel_jobs.c.ls_project == project_id, prelabel_jobs.c.model_version == version,
-                        prelabel_jobs.c.first_task == part[0]["id"])).values(
+                    conn.execute(prelabel_jobs.update().where(same).values(
                         tasks=part, status=JobState.PENDING, attempts=0, report=None, finished_at=None))
-                written += 1
-        return written
+                    ids.update(conn.execute(select(prelabel_jobs.c.id).where(same)).scalars())
+        return ids
 
     def for_run(self, project_id: int, version: str) -> list[dict[str, Any]]:
         q = select(*[c for c in prelabel_jobs.c if c.name != "tasks"]).where(and_(
@@ -263,7 +265,7 @@ def prelabel_queued(settings: Settings, project_id: int, chunk: int = 250, set_s
         else:
             todo.append({"id": task["id"], "data": task.get("data") or {}})
     jobs.reap()  # chunks a dead worker of an earlier run left
-    jobs.write(pid, project_id, version, todo, max(chunk, 1))
+    mine = jobs.write(pid, project_id, version, todo, max(chunk, 1))
     jobs.dispatch()
     bar = _bar(progress and wait, len(todo), project_id)
     try:
@@ -285,8 +287,8 @@ def prelabel_queued(settings: Settings, project_id: int, chunk: int = 250, set_s
             bar.close()
     rows = jobs.for_run(project_id, version)
     report.chunks = dict(Counter(str(r["status"]) for r in rows))
-    for r in rows:
-        if r["status"] == JobState.DONE and r["report"]:
+    for r in rows:  # chunks an earlier run finished are counted among `skipped` already
+        if r["id"] in mine and r["status"] == JobState.DONE and r["report"]:
             report.add(r["report"])
     report.interrupted = report.interrupted or not wait or any(r["status"] != JobState.DONE for r in rows)
     report.project_llm_totals = model.review.totals(pid)

@@ -18,20 +18,23 @@ def _tasks(ids):
 def test_chunks_are_written_once_and_a_failed_one_is_given_fresh_attempts(database_url, tmp_path):
     settings = Settings.from_env({}, data_dir=tmp_path, database_url=database_url, job_max_attempts=2)
     jobs = PrelabelJobs(Store(database_url), settings)
-    assert jobs.write("7", 7, "v1", _tasks(range(1, 11)), chunk=4) == 3
+    first = jobs.write("7", 7, "v1", _tasks(range(1, 11)), chunk=4)
+    assert len(first) == 3
     rows = sorted(jobs.for_run(7, "v1"), key=lambda r: r["first_task"])
     assert [r["first_task"] for r in rows] == [1, 5, 9] and "tasks" not in rows[0]
     assert [len(jobs.get(r["id"])["tasks"]) for r in rows] == [4, 4, 2]
-    # a second run lists the same tasks (none has a prediction yet): nothing is queued twice
-    assert jobs.write("7", 7, "v1", _tasks(range(1, 11)), chunk=4) == 0
+    # a second run lists the same tasks (none has a prediction yet): nothing is queued twice, it waits for the same
+    assert jobs.write("7", 7, "v1", _tasks(range(1, 11)), chunk=4) == first
+    assert len(jobs.for_run(7, "v1")) == 3
     # the first chunk is done (its tasks now have predictions and are not listed); the second failed for good
     jobs.set(rows[0]["id"], None, status=JobState.DONE)
     jobs.set(rows[1]["id"], None, status=JobState.FAILED, attempts=2)
-    assert jobs.write("7", 7, "v1", _tasks(range(5, 11)), chunk=4) == 0
+    assert jobs.write("7", 7, "v1", _tasks(range(5, 11)), chunk=4) == {rows[1]["id"], rows[2]["id"]}
     again = jobs.get(rows[1]["id"])
     assert again["status"] == JobState.PENDING and again["attempts"] == 0
     # a new version of the model is another run: its chunks are its own
-    assert jobs.write("7", 7, "v2", _tasks(range(1, 11)), chunk=5) == 2
+    second = jobs.write("7", 7, "v2", _tasks(range(1, 11)), chunk=5)
+    assert len(second) == 2 and not second & first
 
 
 def test_a_chunk_whose_worker_died_is_found_and_retried_then_failed(database_url, tmp_path):
