@@ -15,13 +15,14 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 .PHONY: runtime install run stack test unit lint e2e bench load ls-install browser clean
 
 # `make run` installs what the server needs; the test tools (and llama.cpp, built from source) only come with
-# `make install`, which `make test` runs.
+# `make install`, which `make test` runs. --no-compile: Python compiles what the server imports as it imports it,
+# not every module of every package at install time.
 runtime: $(VENV)/.runtime
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-compile -r requirements.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 

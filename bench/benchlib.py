@@ -27,7 +27,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
-SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013.csv"
+SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013-16.csv"
 SHARED = REPO.parent / "shared"  # beside the checkout, in CI too
 TWEETS = SHARED / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
 CAPTURED = REPO / "tests" / "fixtures" / "label-studio" / "captured-requests.json"

@@ -12,7 +12,7 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-SAMPLE_DATA = SAMPLES / "sentiment-semeval2013.csv"
+SAMPLE_DATA = SAMPLES / "sentiment-semeval2013-16.csv"
 SAMPLE_CONFIG = SAMPLES / "sentiment.xml"
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"  # everything the tests read; see its README for sources and licences
 DATA = FIXTURES / "data"
+SENTIMENT = DATA / "sentiment-semeval2013-balanced.csv"  # 2,400 tweets, 800 of each class
 CAPTURED = json.loads((FIXTURES / "label-studio" / "captured-requests.json").read_text())
 SENTIMENT_XML = (ROOT / "samples" / "sentiment.xml").read_text()
 

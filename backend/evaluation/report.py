@@ -1,12 +1,16 @@
 """results.json → a markdown table and PNG plots, so a run can be read without opening JSON.
 
-matplotlib is imported here only, with the headless Agg backend: the harness runs on servers and in CI.
+matplotlib is imported here only, with the headless Agg backend: the harness runs on servers and in CI. It is not a
+runtime requirement (the server never plots): without it `evaluate` writes the table and JSON and says so.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SIMULATION_BANNER = ("**SIMULATION**: the reviewer is simulated (right with probability P); "
                      "these are not measured labels.")
@@ -92,7 +96,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("no plots: matplotlib is not installed (pip install matplotlib, or `make install`)")
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -28,7 +28,7 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"
 LABEL_CONFIG = SAMPLES / "sentiment.xml"
-SAMPLE_CSV = SAMPLES / "sentiment-semeval2013.csv"
+SAMPLE_CSV = REPO / "tests" / "fixtures" / "data" / "sentiment-semeval2013-balanced.csv"
 AUTOANNOTATOR = Path(sys.executable).parent / "autoannotator"
 
 LS_USER = "e2e@example.com"

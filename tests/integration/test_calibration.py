@@ -21,10 +21,10 @@ from backend.store import Store
 from finetune.corrections import CorrectionLog
 from finetune.trainer import run_stage
 from finetune.training import CALIBRATION_PRIOR_ROWS, ProjectRows, train_bundle
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = ROOT / "samples" / "sentiment-semeval2013.csv"
+SAMPLE = SENTIMENT
 FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 RECIPE = [{"name": "tfidf", "family": "tfidf", "params": {}}, {"name": "nb", "family": "tfidf",

@@ -19,10 +19,10 @@ from backend.serving.ensemble import Ensemble, load_ensemble
 from backend.settings import Settings
 from finetune.trainer import anchor_for
 from finetune.training import ProjectRows, train_bundle
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = ROOT / "samples" / "sentiment-semeval2013.csv"
+SAMPLE = SENTIMENT
 FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 TWEETS_TEST = DATA / "semeval2013-test-A.tsv"

@@ -15,11 +15,11 @@ from backend.serving.bundles import BundleStore
 from finetune.corrections import CorrectionLog, is_holdout
 from finetune.training import train_bundle
 from model import AutoAnnotatorModel
-from tests.conftest import ROOT, SENTIMENT_XML
+from tests.conftest import SENTIMENT, SENTIMENT_XML
 from tests.learning_helpers import annotation_event, stream
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = ROOT / "samples" / "sentiment-semeval2013.csv"
+SAMPLE = SENTIMENT
 
 
 @pytest.fixture(scope="module")

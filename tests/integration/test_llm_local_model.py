@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from backend.llm import Reviewer, ReviewItem, forget_endpoint_capabilities
+from tests.conftest import SENTIMENT
 
 ROOT = Path(__file__).resolve().parents[2]
 CHOICES = ("Positive", "Negative", "Neutral")
@@ -82,7 +83,7 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
 
 
 def _tweets(n: int = 10) -> list[str]:
-    with open(ROOT / "samples" / "sentiment-semeval2013.csv", newline="", encoding="utf-8") as f:
+    with open(SENTIMENT, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     # A few of each class, from a fixed stride through the file.
     picked: list[str] = []

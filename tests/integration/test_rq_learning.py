@@ -20,7 +20,7 @@ from backend.labelstudio.config import project_bundle_key
 from backend.serving.bundles import BundleStore
 from finetune.training import train_bundle
 from model import AutoAnnotatorModel
-from tests.conftest import ROOT, SENTIMENT_XML
+from tests.conftest import ROOT, SENTIMENT, SENTIMENT_XML
 from tests.learning_helpers import annotation_event, stream
 
 CLI = str(Path(sys.executable).parent / "autoannotator")
@@ -73,7 +73,7 @@ def env(tmp_path_factory, redis_server, session_settings):
         holdout_every=5, dispatch_seconds=0.3, job_stale_seconds=4.0, bundle_refresh_seconds=0.0, replay_size=1500)
     # A base with a transformer specialist: a stage takes long enough to kill a worker in the middle of it.
     ref, _ = train_bundle(BundleStore(settings.model_dir), ["Positive", "Negative", "Neutral"], False,
-                          load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv"),
+                          load_labelled(SENTIMENT),
                           [{"name": "tfidf", "family": "tfidf", "params": {}},
                            {"name": "minilm", "family": "encoder", "params": {}}], **settings.runtime)
     model = AutoAnnotatorModel(settings)

@@ -9,7 +9,7 @@ from backend.http.app import create_app
 from backend.serving.bundles import BundleStore
 from finetune.training import train_bundle
 from model import AutoAnnotatorModel
-from tests.conftest import ROOT, SENTIMENT_XML
+from tests.conftest import SENTIMENT, SENTIMENT_XML
 
 TEXTS = ["I love this so much", "worst day of my life", "the bus leaves at noon", "not bad at all", "meh"]
 
@@ -24,7 +24,7 @@ def test_new_version_is_served_without_restart(tmp_path, session_settings):
     client = create_app(settings, AutoAnnotatorModel(settings)).test_client()
     assert client.post("/setup", json={"project": "5.1", "schema": SENTIMENT_XML}).json["model_version"] == \
         "autoannotator-untrained"
-    data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
+    data = load_labelled(SENTIMENT)
     store = BundleStore(settings.model_dir)
     ref1, _ = train_bundle(store, ["Positive", "Negative", "Neutral"], False, data,
                            [{"name": "t", "family": "tfidf", "params": {}}])

@@ -9,14 +9,14 @@ from backend.datasets import load_labelled
 from backend.specialists import registry
 from backend.specialists.torch_runtime import CheckpointUnavailable, shuffled_length_batches
 from finetune.training import encode_targets
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
 
 
 @pytest.fixture(scope="module")
 def sample():
-    data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
+    data = load_labelled(SENTIMENT)
     y = encode_targets(data, LABELS, False)
     return data.texts[:600], y[:600], data.texts[600:800], y[600:800]
 

@@ -11,7 +11,7 @@ from backend.datasets import LabelledData, load_labelled
 from backend.labelstudio.config import bundle_key, project_bundle_key
 from backend.serving.bundles import BundleStore
 from finetune.training import ProjectRows, capped_rows, encode_targets, train_bundle
-from tests.conftest import ROOT
+from tests.conftest import SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
 TFIDF = [{"name": "tfidf-lr", "family": "tfidf", "params": {}}, {"name": "nb", "family": "tfidf",
@@ -33,7 +33,7 @@ def record_fits(monkeypatch, cls) -> dict[str, list[list[str]]]:
 
 @pytest.fixture(scope="module")
 def sample():
-    data = load_labelled(ROOT / "samples" / "sentiment-semeval2013.csv")
+    data = load_labelled(SENTIMENT)
     return LabelledData(data.texts[:900], data.labels[:900], data.source)
 
 

@@ -21,7 +21,7 @@ from backend.http.app import create_app
 from backend.llm import forget_endpoint_capabilities
 from finetune.trainer import run_stage
 from model import AutoAnnotatorModel
-from tests.conftest import ROOT, SENTIMENT_XML
+from tests.conftest import ROOT, SENTIMENT, SENTIMENT_XML
 from tests.learning_helpers import annotation_event
 from tests.llm_server import FakeLLM, answer, serving
 from tests.trust_helpers import seed_trust
@@ -30,7 +30,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chro
 
 
 def sample(n: int) -> list[tuple[str, str]]:
-    with (ROOT / "samples" / "sentiment-semeval2013.csv").open(encoding="utf-8", newline="") as fh:
+    with SENTIMENT.open(encoding="utf-8", newline="") as fh:
         return [(r["text"], r["label"]) for r in csv.DictReader(fh)][:n]
 
 

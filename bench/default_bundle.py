@@ -1,0 +1,71 @@
+"""How good is the default bundle a fresh install trains from `samples/`? Trains it on a sample CSV in a fresh
+model folder (what `autoannotator serve` does on first start) and scores the ensemble and each specialist on the
+TweetEval sentiment validation and test splits. The sample is chosen on validation; test is reported.
+
+    python bench/default_bundle.py [--sample samples/sentiment-semeval2013-16.csv] [--tweeteval DIR] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.datasets import load_labelled
+from backend.labelstudio.config import parse_label_config
+from backend.serving.bundles import BundleStore
+from backend.serving.ensemble import load_ensemble
+from backend.settings import Settings
+from bench.benchlib import SHARED
+from finetune.bootstrap import SAMPLE_CONFIG, SAMPLE_DATA
+from finetune.training import train_bundle
+
+TWEETEVAL_NAMES = {"0": "Negative", "1": "Neutral", "2": "Positive"}
+
+
+def split(folder: Path, name: str) -> tuple[list[str], list[str]]:
+    texts = (folder / f"sentiment__{name}_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = [TWEETEVAL_NAMES[x.strip()] for x in (folder / f"sentiment__{name}_labels.txt").read_text().splitlines()]
+    return texts, labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sample", type=Path, default=SAMPLE_DATA)
+    ap.add_argument("--tweeteval", type=Path, default=SHARED / "data" / "tweeteval-sentiment")
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    control = parse_label_config(SAMPLE_CONFIG.read_text()).controls[0]
+    settings = Settings.from_env()
+    data = load_labelled(a.sample)
+    result: dict = {"sample": a.sample.name,
+                    "rows": len(data.texts)}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = BundleStore(Path(tmp))
+        t0 = time.perf_counter()
+        ref, manifest = train_bundle(store, control.labels, control.multiple, data, **settings.runtime)
+        result["train_seconds"] = round(time.perf_counter() - t0, 1)
+        ensemble = load_ensemble(ref, manifest, **settings.runtime)
+        for name in ("val", "test"):
+            texts, gold = split(a.tweeteval, name)
+            y = np.array([ensemble.labels.index(g) for g in gold])
+            pred = np.array([d.labels[0] for d in ensemble.predict(texts)])
+            scores = {"ensemble": round(float((pred == y).mean()), 4)}
+            for entry, probs in zip(manifest.specialists, ensemble.probabilities(texts), strict=True):
+                scores[entry.name] = round(float((probs.argmax(1) == y).mean()), 4)
+            result[name] = scores
+    print(json.dumps(result))
+    if a.out:
+        with a.out.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
