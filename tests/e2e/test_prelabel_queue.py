@@ -2,7 +2,7 @@
 a PostgreSQL database: one worker is killed (SIGKILL, with its work horse) in the middle, and still every task ends
 with exactly one prediction of the version, and a re-run finds nothing left to do.
 
-E2E_PRELABEL_TASKS sets the project's size (default 1,000; 5,000 takes about 17 minutes on 2 cores, where Label
+E2E_PRELABEL_TASKS sets the project's size (default 1,000; 5,000 take about 15 minutes on 2 cores, where Label
 Studio itself, one CPU-bound process writing each task's route flag, is the bottleneck)."""
 
 from __future__ import annotations
