@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
 SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013-16.csv"
-SHARED = REPO.parent / "shared"  # beside the checkout, in CI too
-TWEETS = SHARED / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
+# The labelled evaluation sets, not in the repository (their size and terms): $EVAL_DATA, or `shared/data` beside the
+# checkout. Only benchmarks read them; the tests never do.
+EVAL_DATA = Path(os.environ.get("EVAL_DATA") or REPO.parent / "shared" / "data")
+TWEETS = EVAL_DATA / "tweeteval-sentiment" / "sentiment__test_text.txt"
 CAPTURED = REPO / "tests" / "fixtures" / "label-studio" / "captured-requests.json"
 PROJECT = "1.1700000000"
 JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}

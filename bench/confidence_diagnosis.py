@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from benchlib import EVAL_DATA
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ from backend.serving.bundles import BundleStore  # noqa: E402
 from backend.serving.ensemble import load_ensemble  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
-D = ROOT.parent / "shared" / "data"
+D = EVAL_DATA
 S = D / "semeval2017-task4a" / "Subtask_A__downloaded__twitter"
 SOURCE = [Path(f"{S}-{x}-A.tsv") for x in ("2013train 2013dev 2013test 2014sarcasm 2014test 2015train 2015test "
                                            "2016train 2016dev 2016devtest 2016test").split()]

@@ -1,6 +1,7 @@
-"""How good is the default bundle a fresh install trains from `samples/`? Trains it on a sample CSV in a fresh
-model folder (what `autoannotator serve` does on first start) and scores the ensemble and each specialist on the
-TweetEval sentiment validation and test splits. The sample is chosen on validation; test is reported.
+"""How good is the default bundle a fresh install trains from `samples/`? Trains it from a sample CSV in a fresh
+model folder through `ensure_default_bundle` (what `autoannotator serve` does on first start) and scores the
+ensemble and each specialist on the TweetEval sentiment validation and test splits. The sample is chosen on
+validation; test is reported.
 
     python bench/default_bundle.py [--sample samples/sentiment-semeval2013-16.csv] [--tweeteval DIR] [--out F]
 """
@@ -18,14 +19,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backend.datasets import load_labelled
-from backend.labelstudio.config import parse_label_config
 from backend.serving.bundles import BundleStore
 from backend.serving.ensemble import load_ensemble
 from backend.settings import Settings
-from bench.benchlib import SHARED
-from finetune.bootstrap import SAMPLE_CONFIG, SAMPLE_DATA
-from finetune.training import train_bundle
+from bench.benchlib import EVAL_DATA
+from finetune.bootstrap import SAMPLE_DATA, ensure_default_bundle
 
 TWEETEVAL_NAMES = {"0": "Negative", "1": "Neutral", "2": "Positive"}
 
@@ -39,19 +37,17 @@ def split(folder: Path, name: str) -> tuple[list[str], list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", type=Path, default=SAMPLE_DATA)
-    ap.add_argument("--tweeteval", type=Path, default=SHARED / "data" / "tweeteval-sentiment")
+    ap.add_argument("--tweeteval", type=Path, default=EVAL_DATA / "tweeteval-sentiment")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    control = parse_label_config(SAMPLE_CONFIG.read_text()).controls[0]
-    settings = Settings.from_env()
-    data = load_labelled(a.sample)
-    result: dict = {"sample": a.sample.name,
-                    "rows": len(data.texts)}
     with tempfile.TemporaryDirectory() as tmp:
-        store = BundleStore(Path(tmp))
+        settings = Settings.from_env(model_dir=Path(tmp))
         t0 = time.perf_counter()
-        ref, manifest = train_bundle(store, control.labels, control.multiple, data, **settings.runtime)
-        result["train_seconds"] = round(time.perf_counter() - t0, 1)
+        ref = ensure_default_bundle(settings, a.sample)  # what the first start does
+        assert ref is not None
+        train_seconds = round(time.perf_counter() - t0, 1)
+        manifest = BundleStore(settings.model_dir).manifest(ref)
+        result: dict = {"sample": a.sample.name, "rows": manifest.data["rows"], "train_seconds": train_seconds}
         ensemble = load_ensemble(ref, manifest, **settings.runtime)
         for name in ("val", "test"):
             texts, gold = split(a.tweeteval, name)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import EVAL_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -28,7 +29,7 @@ from backend.datasets import load_labelled  # noqa: E402
 from backend.specialists import torch_runtime as rt  # noqa: E402
 from backend.specialists.encoder import SentenceEncoder, default_encoder_name  # noqa: E402
 
-TWEETS = ROOT.parent / "shared" / "data" / "tweet-sentiment-extraction" / "initial__train.csv"
+TWEETS = EVAL_DATA / "tweet-sentiment-extraction" / "initial__train.csv"
 
 
 @torch.inference_mode()

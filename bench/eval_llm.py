@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import EVAL_DATA
 from llm_cost import start_llama
 
 REPO = Path(__file__).resolve().parent.parent
-D = REPO.parent / "shared" / "data"
+D = EVAL_DATA
 S = D / "semeval2017-task4a"
 FIN_MAP = {"negative": "Bearish", "positive": "Bullish", "neutral": "Neutral", "0": "Bearish", "1": "Bullish",
            "2": "Neutral"}

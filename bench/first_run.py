@@ -36,7 +36,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "DATA_DIR", "MODEL_DIR",
                                                                           "DATABASE_URL", "REDIS_URL"))}
         env.update(PIP_NO_CACHE_DIR="1", PORT=str(port), HOME=tmp)
-        log = (Path(tmp) / "run.log").open("w")
+        log = (Path(tmp) / "run.log").open("w")  # closed with the folder; read back if `make run` fails
         t0 = time.monotonic()
         proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=clone, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)

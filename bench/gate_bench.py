@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import REPO, SAMPLE_DATA, SHARED, load_texts, machine
+from benchlib import EVAL_DATA, REPO, SAMPLE_DATA, load_texts, machine
 
 sys.path.insert(0, str(REPO))
 
@@ -36,7 +36,7 @@ from finetune.trainer import anchor_for
 from finetune.training import ProjectRows, train_bundle
 
 LABELS = ["Positive", "Negative", "Neutral"]
-FINANCE = SHARED / "data" / "twitter-financial-news-sentiment"
+FINANCE = EVAL_DATA / "twitter-financial-news-sentiment"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 
 

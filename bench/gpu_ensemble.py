@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TWEETS = REPO.parent / "shared" / "data" / "tweeteval-sentiment" / "sentiment__test_text.txt"
+# As bench/benchlib.py's EVAL_DATA, not imported from it: on a GPU machine this script needs only torch.
+TWEETS = (Path(os.environ.get("EVAL_DATA") or REPO.parent / "shared" / "data")
+          / "tweeteval-sentiment" / "sentiment__test_text.txt")
 LABELS = ["Positive", "Negative", "Neutral"]
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import EVAL_DATA
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -38,7 +39,7 @@ from backend.decision.voting import (  # noqa: E402
 )
 from backend.evaluation import data as eval_data  # noqa: E402
 
-D = ROOT.parent / "shared" / "data"
+D = EVAL_DATA
 S = D / "semeval2017-task4a" / "Subtask_A__downloaded__twitter"
 SOURCE = [Path(f"{S}-{x}-A.tsv") for x in ("2013train 2013dev 2013test 2014sarcasm 2014test 2015train 2015test "
                                            "2016train 2016dev 2016devtest 2016test").split()]

@@ -21,8 +21,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchlib import EVAL_DATA
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data" / "tweeteval-sentiment"
+SENTIMENT = EVAL_DATA / "tweeteval-sentiment"
 NAMES = ["Negative", "Neutral", "Positive"]  # TweetEval's 0/1/2
 
 
@@ -62,8 +64,8 @@ def main() -> None:
     from backend.settings import Settings
     from finetune.bootstrap import ensure_default_bundle
 
-    texts = SHARED.joinpath("sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[: args.items]
-    gold = [NAMES[int(x)] for x in SHARED.joinpath("sentiment__test_labels.txt").read_text().split()[: args.items]]
+    texts = SENTIMENT.joinpath("sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[: args.items]
+    gold = [NAMES[int(x)] for x in SENTIMENT.joinpath("sentiment__test_labels.txt").read_text().split()[: args.items]]
     settings = Settings.from_env({}, data_dir=Path(tempfile.mkdtemp(prefix="aa-llm-cost-")))
     ref = ensure_default_bundle(settings)
     control = parse_label_config((REPO / "samples" / "sentiment.xml").read_text()).controls[0]

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import EVAL_DATA
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+DATA = EVAL_DATA
 LABELS = ["Positive", "Negative", "Neutral"]
 CONFIG = (REPO / "samples" / "sentiment.xml").read_text()
 

@@ -16,7 +16,7 @@ SAMPLE_DATA = SAMPLES / "sentiment-semeval2013-16.csv"
 SAMPLE_CONFIG = SAMPLES / "sentiment.xml"
 
 
-def ensure_default_bundle(settings: Settings) -> BundleRef | None:
+def ensure_default_bundle(settings: Settings, sample: Path = SAMPLE_DATA) -> BundleRef | None:
     """Train the sample bundle unless one for its label set already exists; returns what serves it."""
     from backend.labelstudio.config import parse_label_config
 
@@ -28,8 +28,8 @@ def ensure_default_bundle(settings: Settings) -> BundleRef | None:
     from backend.datasets import load_labelled
     from finetune.training import train_bundle
 
-    log.info("no bundle for %s yet: training the default one from %s", control.bundle_key, SAMPLE_DATA.name)
-    ref, manifest = train_bundle(store, control.labels, control.multiple, load_labelled(SAMPLE_DATA),
+    log.info("no bundle for %s yet: training the default one from %s", control.bundle_key, sample.name)
+    ref, manifest = train_bundle(store, control.labels, control.multiple, load_labelled(sample),
                                  **settings.runtime)
     log.info("default bundle %s ready: %s", ref.version, manifest.metrics.get("ensemble"))
     return ref

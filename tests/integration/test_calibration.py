@@ -24,7 +24,6 @@ from finetune.training import CALIBRATION_PRIOR_ROWS, ProjectRows, train_bundle
 from tests.conftest import DATA, SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = SENTIMENT
 FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 RECIPE = [{"name": "tfidf", "family": "tfidf", "params": {}}, {"name": "nb", "family": "tfidf",
@@ -49,7 +48,7 @@ def _confidence_and_right(ensemble, data: LabelledData) -> tuple[np.ndarray, np.
 
 
 def test_held_out_corrections_calibrate_a_project_bundle_truer_than_replayed_rows(tmp_path, finance):
-    replay = load_labelled(SAMPLE)
+    replay = load_labelled(SENTIMENT)
     own, held = _take(finance, range(600)), _take(finance, range(1500, 1800))
     unseen = _take(finance, range(1800, len(finance.texts)))
     data = LabelledData(own.texts + replay.texts, own.labels + replay.labels, "project corrections")
@@ -126,7 +125,7 @@ def test_the_trainer_calibrates_on_the_projects_frozen_holdout(tmp_path, finance
 def test_an_audit_calibrates_truer_than_the_corrections_the_router_picked(tmp_path, finance):
     """The router reviews the least confident answers; a temperature fitted on their corrections learns to doubt
     and misstates the confidence of every other task. Fitted on a random audit, it states it truer."""
-    replay = load_labelled(SAMPLE)
+    replay = load_labelled(SENTIMENT)
     own, pool = _take(finance, range(600)), _take(finance, range(600, 1800))
     unseen = _take(finance, range(1800, len(finance.texts)))
     data = LabelledData(own.texts + replay.texts, own.labels + replay.labels, "project corrections")

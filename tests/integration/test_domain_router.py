@@ -22,7 +22,6 @@ from finetune.training import ProjectRows, train_bundle
 from tests.conftest import DATA, SENTIMENT
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = SENTIMENT
 FINANCE = DATA / "financial-news-valid.csv"
 FINANCE_MAP = {"0": "Negative", "1": "Positive", "2": "Neutral"}
 TWEETS_TEST = DATA / "semeval2013-test-A.tsv"
@@ -37,7 +36,7 @@ def _take(data: LabelledData, rows: range) -> LabelledData:
 def _project(store: BundleStore, shared, own: LabelledData, runtime: dict, seen: list[str], mode: str = "hard",
              min_auc: float = 0.9, key: str = "project-1-sentiment"):
     """A project bundle the way the trainer builds one: corrections weighted 10, the shared bundle's data replayed."""
-    replay = load_labelled(SAMPLE)
+    replay = load_labelled(SENTIMENT)
     data = LabelledData(own.texts + replay.texts, own.labels + replay.labels, "project corrections")
     replayed = np.r_[np.zeros(len(own.texts), bool), np.ones(len(replay.texts), bool)]
     weights = np.where(replayed, 1.0, 10.0)
@@ -51,7 +50,7 @@ def setup(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gate")
     settings = Settings.from_env({}, data_dir=data_dir)
     store = BundleStore(settings.model_dir)
-    shared, _ = train_bundle(store, LABELS, False, load_labelled(SAMPLE), RECIPE, **settings.runtime)
+    shared, _ = train_bundle(store, LABELS, False, load_labelled(SENTIMENT), RECIPE, **settings.runtime)
     finance = load_labelled(FINANCE, label_map=FINANCE_MAP)
     # 600 corrections, and 900 more of the project's texts seen by /predict but not annotated.
     ref, manifest = _project(store, shared, _take(finance, range(600)), settings.runtime, finance.texts[600:1500])

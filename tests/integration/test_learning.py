@@ -19,7 +19,6 @@ from tests.conftest import SENTIMENT, SENTIMENT_XML
 from tests.learning_helpers import annotation_event, stream
 
 LABELS = ["Positive", "Negative", "Neutral"]
-SAMPLE = SENTIMENT
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def base(tmp_path_factory, session_settings):
                                       database_url=f"sqlite:///{data_dir}/db.sqlite", train_every_n=20,
                                       bootstrap_min_annotations=10, holdout_every=5, dispatch_seconds=0.2,
                                       bundle_refresh_seconds=0.0, replay_size=800)
-    ref, _ = train_bundle(BundleStore(settings.model_dir), LABELS, False, load_labelled(SAMPLE),
+    ref, _ = train_bundle(BundleStore(settings.model_dir), LABELS, False, load_labelled(SENTIMENT),
                           [{"name": "tfidf", "family": "tfidf", "params": {}}])
     return settings, ref
 
