@@ -56,6 +56,22 @@ class Outcome:
     audit: bool = False  # the LLM was asked and a person checks the task as well
 
 
+class _Slots:
+    """Budget slots taken in one block, the first time one is asked for; `left` were taken and not used."""
+
+    def __init__(self, reserve: Any):
+        self._reserve = reserve
+        self.left: int | None = None
+
+    def take(self) -> bool:
+        if self.left is None:
+            self.left = int(self._reserve())
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 @dataclass
 class Plan:
     """What the router decided for one hard sample before any LLM call."""
@@ -142,16 +158,29 @@ class HardSampleReview:
     # -- budgets ----------------------------------------------------------------------------------------------
     def reserve_human(self, project_id: str) -> bool:
         """One person's task, if HUMAN_MAX_SHARE and HUMAN_BUDGET_DAY allow it."""
+        return self.reserve_humans(project_id, 1) == 1
+
+    def reserve_humans(self, project_id: str, n: int) -> int:
+        """Up to `n` people's tasks within HUMAN_MAX_SHARE and HUMAN_BUDGET_DAY; how many were taken."""
         if self.spend is None:
-            return True
+            return n
         s = self.settings
-        if not self.spend.reserve_share(project_id, Resource.HUMAN, s.human_max_share):
-            return False
-        if s.human_budget_day and not self.spend.reserve(project_id, Resource.HUMAN, 1, s.human_budget_day,
-                                                         period=today()):
-            self.spend.add(project_id, Resource.HUMAN, -1)
-            return False
-        return True
+        taken = self.spend.reserve_shares(project_id, Resource.HUMAN, s.human_max_share, n)
+        if s.human_budget_day and taken:
+            today_taken = self.spend.reserve_units(project_id, Resource.HUMAN, taken, s.human_budget_day,
+                                                   period=today())
+            if today_taken < taken:
+                self.spend.add(project_id, Resource.HUMAN, today_taken - taken)
+            taken = today_taken
+        return taken
+
+    def release_humans(self, project_id: str, n: int) -> None:
+        """Give back `n` people's tasks taken by `reserve_humans` and not used."""
+        if self.spend is None or n <= 0:
+            return
+        self.spend.add(project_id, Resource.HUMAN, -n)
+        if self.settings.human_budget_day:
+            self.spend.add(project_id, Resource.HUMAN, -n, period=today())
 
     def reserve_review(self, project_id: str) -> bool:
         """One review (LLM or person), if REVIEW_MAX_SHARE of the project's predicted tasks allows it."""
@@ -177,10 +206,11 @@ class HardSampleReview:
                                 capped=self.spend is None)
         if self.spend is not None:
             self.spend.add(project_id, Resource.TASKS, len(decisions))
-            for i, o in enumerate(out):
-                if o.route == RouteName.HUMAN and not self.reserve_human(project_id):
-                    o.route, o.score = RouteName.AUTO, route_score(RouteName.AUTO, decisions[i].confidence)
-                    o.reason += "; audit skipped: people's budget spent (HUMAN_MAX_SHARE / HUMAN_BUDGET_DAY)"
+            spot = [i for i, o in enumerate(out) if o.route == RouteName.HUMAN]
+            for i in spot[self.reserve_humans(project_id, len(spot)) if spot else 0:]:
+                o = out[i]
+                o.route, o.score = RouteName.AUTO, route_score(RouteName.AUTO, decisions[i].confidence)
+                o.reason += "; audit skipped: people's budget spent (HUMAN_MAX_SHARE / HUMAN_BUDGET_DAY)"
         if not hard:
             return self.count(out)
         reviewer = self.reviewer
@@ -225,17 +255,23 @@ class HardSampleReview:
         order = sorted(hard, key=lambda i: (-(choices[i][0].value if choices[i] else 0.0),
                                             decisions[i].confidence, i))
         plans: dict[int, Plan] = {}
-        for i in order:
+        # Budgets are taken in blocks, one transaction each, not a commit per sample: the reviews for every hard
+        # sample at once, and people's tasks the first time a sample needs one (what is left is given back).
+        reviews = (len(order) if self.spend is None
+                   else self.spend.reserve_shares(project_id, Resource.REVIEWS, s.review_max_share, len(order)))
+        people = _Slots(lambda: self.reserve_humans(project_id, len(order)))
+        unreviewed = 0
+        for rank, i in enumerate(order):
             plan = plans[i] = Plan()
             o = out[i]
-            if not self.reserve_review(project_id):
+            if rank >= reviews:
                 o.route, o.score = RouteName.AUTO, route_score(RouteName.AUTO, decisions[i].confidence)
                 o.reason += f"; accepted: review share capped at {s.review_max_share:g} (REVIEW_MAX_SHARE)"
                 continue
             tid = task_ids[i]
             if ledger is not None and ledger.new:
                 # Evidence first: a new LLM is asked only where a person labels the task too.
-                if tid is not None and self.reserve_human(project_id):
+                if tid is not None and people.take():
                     plan.ask_llm = plan.audit = True
                     o.reason += (f"; LLM new to the project ({ledger.n} of {ledger.min_checks} checks): asked, and "
                                  "audited by a person")
@@ -246,21 +282,23 @@ class HardSampleReview:
                         plan.ask_llm = True
                         plan.human_fallback = any(x.via is Via.HUMAN for x in choices[i])
                         rate = ledger.audit_rate(s.llm_audit_share) if ledger is not None else 0.0
-                        if is_audit(project_id, tid, rate, salt="llm-audit") and self.reserve_human(project_id):
+                        if is_audit(project_id, tid, rate, salt="llm-audit") and people.take():
                             plan.audit = True
                         o.reason += f"; {opt.reason}"
                         break
-                    if opt.via is Via.HUMAN and self.reserve_human(project_id):
+                    if opt.via is Via.HUMAN and people.take():
                         o.route, o.score = RouteName.HUMAN, route_score(RouteName.HUMAN, decisions[i].confidence)
                         o.reason += f"; {why_not or llm_refusal(ledger)}; {opt.reason}"
                         break
                 if plan.ask_llm or o.route == RouteName.HUMAN:
                     continue
-            if self.spend is not None:
-                self.spend.add(project_id, Resource.REVIEWS, -1)  # nobody reviews it after all
+            unreviewed += 1  # nobody reviews it after all
             o.route, o.score = RouteName.AUTO, route_score(RouteName.AUTO, decisions[i].confidence)
             o.reason += (f"; {why_not or llm_refusal(ledger)}; kept the ensemble's label: people's budget spent "
                          "(HUMAN_MAX_SHARE / HUMAN_BUDGET_DAY)")
+        if self.spend is not None and unreviewed:
+            self.spend.add(project_id, Resource.REVIEWS, -unreviewed)
+        self.release_humans(project_id, people.left or 0)
         return plans
 
     def triage(self, names: Sequence[str], decisions: Sequence[Decision], budget_items: int | None = None,

@@ -12,7 +12,7 @@ import threading
 from enum import StrEnum
 
 from sqlalchemy import Column, Float, String, Table, and_, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from backend.decision.budget import BudgetTotals, Cost
@@ -93,28 +93,54 @@ class Spend:
             return True
         self._ensure(project_id, resource, period)
         with self.engine.begin() as conn:
-            done = conn.execute(update(spend_counters).where(self._key(project_id, resource, period),
-                                                    spend_counters.c.used + float(amount) <= float(cap) + 1e-12,
-                                                    spend_counters.c.used < float(cap))
-                                .values(used=spend_counters.c.used + float(amount)))
-            return done.rowcount == 1
+            return self._take_capped(conn, project_id, resource, float(amount), float(cap), period)
+
+    def reserve_units(self, project_id: str, resource: Resource, n: int, cap: float, period: str = ALL_TIME) -> int:
+        """Take up to `n` single units within `cap` in one transaction; how many were taken (cap <= 0: all n)."""
+        if n <= 0:
+            return 0
+        if cap <= 0:
+            self.add(project_id, resource, float(n), period)
+            return n
+        self._ensure(project_id, resource, period)
+        with self.engine.begin() as conn:
+            for k in range(n):
+                if not self._take_capped(conn, project_id, resource, 1.0, float(cap), period):
+                    return k
+        return n
+
+    def _take_capped(self, conn: Connection, project_id: str, resource: Resource, amount: float, cap: float,
+                     period: str) -> bool:
+        done = conn.execute(update(spend_counters).where(self._key(project_id, resource, period),
+                                                         spend_counters.c.used + amount <= cap + 1e-12,
+                                                         spend_counters.c.used < cap)
+                            .values(used=spend_counters.c.used + amount))
+        return done.rowcount == 1
 
     def reserve_share(self, project_id: str, resource: Resource, share: float, of: Resource = Resource.TASKS
                       ) -> bool:
         """Take one slot if, before it, the counter is under `share` of `of` (a running share: one task may be
         reviewed in a project's first single-task request). share >= 1: always."""
+        return self.reserve_shares(project_id, resource, share, 1, of) == 1
+
+    def reserve_shares(self, project_id: str, resource: Resource, share: float, n: int,
+                       of: Resource = Resource.TASKS) -> int:
+        """`reserve_share` up to `n` times in one transaction (one commit, not n); how many slots were taken."""
+        if n <= 0 or share <= 0:
+            return 0
         if share >= 1.0:
-            self.add(project_id, resource, 1.0)
-            return True
-        if share <= 0:
-            return False
+            self.add(project_id, resource, float(n))
+            return n
         self._ensure(project_id, resource, ALL_TIME)
         total = select(spend_counters.c.used).where(self._key(project_id, of, ALL_TIME)).scalar_subquery()
         with self.engine.begin() as conn:
-            done = conn.execute(update(spend_counters).where(self._key(project_id, resource, ALL_TIME),
-                                                    spend_counters.c.used < float(share) * total)
-                                .values(used=spend_counters.c.used + 1.0))
-            return done.rowcount == 1
+            for k in range(n):
+                done = conn.execute(update(spend_counters).where(self._key(project_id, resource, ALL_TIME),
+                                                                 spend_counters.c.used < float(share) * total)
+                                    .values(used=spend_counters.c.used + 1.0))
+                if done.rowcount != 1:
+                    return k
+        return n
 
     def totals(self, project_id: str) -> dict[str, float]:
         with self.engine.connect() as conn:

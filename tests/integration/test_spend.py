@@ -60,6 +60,44 @@ def test_running_share_lets_one_task_in_and_holds_the_share(database_url):
     assert ledger.reserve_share("q", Resource.REVIEWS, 1.0)  # 1: no cap
 
 
+def _grab_shares(url: str, rounds: int, out: mp.Queue) -> None:
+    engine = make_engine(url)
+    ledger = Spend(engine)
+    taken = 0
+    for _ in range(rounds):  # a 16-task request, a quarter reviewable, taken as one block
+        ledger.add("p", Resource.TASKS, 16)
+        taken += ledger.reserve_shares("p", Resource.REVIEWS, 0.25, 16)
+    out.put(taken)
+    engine.dispose()
+
+
+def test_a_block_of_slots_is_what_one_at_a_time_would_take(database_url):
+    ledger = Spend(make_engine(database_url))
+    ledger.add("a", Resource.TASKS, 10)
+    ledger.add("b", Resource.TASKS, 10)
+    one_by_one = sum(ledger.reserve_share("a", Resource.REVIEWS, 0.25) for _ in range(8))
+    assert ledger.reserve_shares("b", Resource.REVIEWS, 0.25, 8) == one_by_one == 3
+    assert ledger.used("b", Resource.REVIEWS) == 3
+    assert ledger.reserve_units("b", Resource.HUMAN, 5, cap=2, period="2026-01-01") == 2
+    assert ledger.reserve_units("b", Resource.HUMAN, 5, cap=2, period="2026-01-01") == 0
+    assert ledger.used("b", Resource.HUMAN, "2026-01-01") == 2
+    assert ledger.reserve_shares("b", Resource.REVIEWS, 0.0, 5) == 0
+
+
+def test_blocks_of_slots_hold_the_share_across_processes(database_url):
+    make_engine(database_url).dispose()
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_grab_shares, args=(database_url, 20, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    taken = sum(out.get(timeout=5) for _ in procs)
+    assert taken == 0.25 * 3 * 20 * 16  # never above the share, and nothing lost to the race
+    assert Spend(make_engine(database_url)).used("p", Resource.REVIEWS) == taken
+
+
 def test_every_http_attempt_counts_and_a_denied_call_is_never_sent(database_url):
     forget_endpoint_capabilities()
     script = {"flaky": [error(429, "slow down"), error(500, "boom"), answer('{"label": "Positive"}')]}
