@@ -54,6 +54,9 @@ class Settings:
     max_text_chars: int = _opt(20_000, "service", "Longest text accepted in a task (longer: a 4xx answer).", lo=1)
     max_tasks_per_request: int = _opt(10_000, "service", "Most tasks in one /predict.", lo=1)
     max_request_bytes: int = _opt(64 * 1024 * 1024, "service", "Largest request body.", lo=1)
+    feature_store_mb: float = _opt(2048, "service", "Disk the feature store may take (what the encoders and TF-IDF "
+                                                    "compute per text, so known texts only run the heads); 0: off.",
+                                   lo=0)
     bootstrap_default_bundle: bool = _opt(True, "service", "Train the shipped sample sentiment bundle on first start "
                                                            "when none exists.")
     bundle_refresh_seconds: float = _opt(2.0, "service", "How often a server looks for a newly promoted bundle.", lo=0)
@@ -173,7 +176,7 @@ class Settings:
         """Process-local knobs handed to specialists when they load (never saved with a bundle)."""
         return {"device": self.device, "dtype": self.encoder_dtype, "batch_size": self.batch_size,
                 "default_encoder": self.default_encoder, "torch_threads": self.torch_threads,
-                "cache_dir": str(Path(self.model_dir) / "cache")}
+                "cache_dir": str(Path(self.model_dir) / "cache"), "feature_store_mb": self.feature_store_mb}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

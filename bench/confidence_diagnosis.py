@@ -80,7 +80,7 @@ def _at(ensemble, t: float, texts: list[str], probas: list[np.ndarray], share: n
 
 def diagnose(run_dir: Path, test: eval_data.Split, threshold: float) -> list[dict]:
     settings = Settings.from_env({}, model_dir=run_dir / "models")
-    runtime = {**settings.runtime, "cache_predictions": True}
+    runtime = dict(settings.runtime)
     bundles = BundleStore(run_dir / "models")
     key = project_bundle_key(PROJECT, CONTROL)
     versions = [h["version"] for h in bundles.history(key) if h.get("action") == "promote"]

@@ -134,14 +134,15 @@ def load(name: str) -> eval_data.EvalData:
 
 
 def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> dict[str, np.ndarray]:
-    """The harness's own cache space (EncoderSpecialist._training_embeddings), so a run here warms a real run."""
-    from backend.specialists.embedding_cache import EmbeddingCache
+    """The harness's own feature store space (EncoderSpecialist.embeddings), so a run here warms a real run."""
     from backend.specialists.encoder import default_encoder_name, shared_encoder
+    from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
 
-    name = default_encoder_name()
-    enc = shared_encoder(name)
-    cache = EmbeddingCache(cache_dir / "embeddings.sqlite", enc.cache_space(layers), enc.dim * layers)
-    return {p: cache.encode(getattr(data, p).texts, lambda part: enc.encode(part, layers))
+    enc = shared_encoder(default_encoder_name())
+    store = feature_store(cache_dir, DEFAULT_MAX_MB)
+    assert store is not None
+    return {p: store.dense(enc.cache_space(layers), enc.dim * layers, getattr(data, p).texts,
+                           lambda part: enc.encode(part, layers))
             for p in ("source", "stream", "test", "source_test")}
 
 

@@ -111,10 +111,6 @@ class Harness:
         return self.settings.with_(data_dir=run_dir, model_dir=run_dir / "models", database_url="",
                                    bundle_refresh_seconds=0.0, **changes)
 
-    def runtime(self, settings: Settings) -> dict[str, Any]:
-        # A frozen encoder embeds a text the same way at every stage: read it back rather than recompute.
-        return {**settings.runtime, "cache_predictions": True}
-
     def _link_cache(self, run_dir: Path) -> None:
         models = run_dir / "models"
         models.mkdir(parents=True, exist_ok=True)
@@ -129,7 +125,7 @@ class Harness:
 
         if self._loaded is None or self._loaded[0] != Path(ref.path):
             bundles = BundleStore(settings.model_dir)
-            self._loaded = (Path(ref.path), load_ensemble(ref, bundles.manifest(ref), **self.runtime(settings)))
+            self._loaded = (Path(ref.path), load_ensemble(ref, bundles.manifest(ref), **settings.runtime))
         return self._loaded[1]
 
     def current(self, settings: Settings) -> BundleRef:
@@ -154,7 +150,7 @@ class Harness:
         data = LabelledData(self.data.source.texts, [[y] for y in self.data.source.labels], str(source_file))
         ref, manifest = train_bundle(BundleStore(settings.model_dir), self.data.labels, False, data,
                                      self.specialists, data_info={"text_col": "text", "label_col": "label"},
-                                     **self.runtime(settings))
+                                     **settings.runtime)
         seconds = time.perf_counter() - t0
         ensemble = self.ensemble(settings, ref)
         stream = score(ensemble, self.data.stream)

@@ -25,6 +25,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from backend.specialists import torch_runtime as rt
 from backend.specialists.base import Specialist, pad_columns
+from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
 
 _HEAD = "head.joblib"
 _ENCODE_CHUNK = 8192
@@ -148,19 +149,18 @@ class EncoderSpecialist(Specialist):
             )
         return self._encoder
 
-    def _training_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        """Through the on-disk cache when the runtime names one: replayed texts are encoded once."""
-        cache_dir = self.runtime.get("cache_dir")
-        if not cache_dir:
-            return self.encoder.encode(texts, self.layers)
-        from backend.specialists.embedding_cache import EmbeddingCache
-
+    def embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """The layers the head reads, through the feature store when the runtime has one: a text the store holds
+        (replayed in training, re-predicted after a promotion) is never encoded again."""
         enc, layers = self.encoder, self.layers
-        cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite", enc.cache_space(layers), enc.dim * layers)
-        return cache.encode(texts, lambda part: enc.encode(part, layers))
+        store = feature_store(self.runtime.get("cache_dir", ""),
+                              float(self.runtime.get("feature_store_mb", DEFAULT_MAX_MB)))
+        if store is None:
+            return enc.encode(texts, layers)
+        return store.dense(enc.cache_space(layers), enc.dim * layers, texts, lambda part: enc.encode(part, layers))
 
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
-        x = self._training_embeddings(texts)
+        x = self.embeddings(texts)
         clf = LogisticRegression(C=float(self.params.get("C", 2.0)), max_iter=3000)
         if self.multiple:
             self.head = OneVsRestClassifier(clf).fit(x, np.asarray(y))
@@ -168,12 +168,7 @@ class EncoderSpecialist(Specialist):
             self.head = clf.fit(x, np.asarray(y), sample_weight=sample_weight)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        # Serving texts are new, so only runs that re-score the same texts (the evaluation harness) opt in.
-        if self.runtime.get("cache_predictions"):
-            x = self._training_embeddings(texts)
-        else:
-            x = self.encoder.encode(texts, self.layers)
-        proba = self.head.predict_proba(x)
+        proba = self.head.predict_proba(self.embeddings(texts))
         if self.multiple:
             return np.asarray(proba, dtype=np.float64)
         return pad_columns(proba, self.head.classes_, len(self.labels))

@@ -36,6 +36,63 @@ def test_tfidf_round_trip(tmp_path, sample, params):
     np.testing.assert_allclose(again.predict_proba(xte), p)
 
 
+def test_hashed_tfidf_is_what_a_fitted_vocabulary_gives(sample):
+    """Hashing replaces the fitted vocabulary: the same columns (min_df, max_features), idf and rows."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    xtr, _, xte, _ = sample
+    sp = registry.create("tfidf", "t", LABELS, False)
+    _, char, min_df, max_features = sp._analyzers()[1]
+    from backend.specialists.tfidf import HashedTfidf
+
+    hashed = HashedTfidf([(min_df, max_features)]).fit(char.transform(xtr))
+    fitted = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
+                             max_features=200_000, lowercase=True).fit(xtr)
+    # Rare n-grams sharing a bucket may pass min_df together: a few columns in a thousand.
+    assert abs(len(hashed.columns) - len(fitted.vocabulary_)) <= 0.01 * len(fitted.vocabulary_)
+    a, b = hashed.transform(char.transform(xte)), fitted.transform(xte)
+    # Row by row, the same values up to column order, hash collisions aside.
+    same = [a[i].nnz == b[i].nnz and np.allclose(np.sort(a[i].data), np.sort(b[i].data), rtol=0.01)
+            for i in range(a.shape[0])]
+    assert np.mean(same) >= 0.95
+
+
+def test_tfidf_reads_known_texts_from_the_feature_store(tmp_path, sample, monkeypatch):
+    xtr, ytr, xte, _ = sample
+    runtime = {"cache_dir": str(tmp_path / "cache")}
+    sp = registry.create("tfidf", "t", LABELS, False, {}, **runtime)
+    sp.fit(xtr, ytr)
+    first = sp.predict_proba(xte)
+    refit = registry.create("tfidf", "t2", LABELS, False, {"C": 1.0}, **runtime)  # a later stage's specialist
+
+    def counted(self, texts):
+        raise AssertionError("a known text was counted again")
+
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    monkeypatch.setattr(HashingVectorizer, "transform", counted)
+    refit.fit(xtr, ytr)  # replayed texts: read back
+    assert refit.predict_proba(xte).shape == first.shape
+    np.testing.assert_allclose(sp.predict_proba(xte), first)
+
+
+def test_a_tfidf_bundle_saved_with_a_fitted_vocabulary_still_serves(tmp_path, sample):
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    xtr, ytr, xte, _ = sample
+    sp = registry.create("tfidf", "t", LABELS, False)
+    sp.fit(xtr, ytr)
+    sp.save(tmp_path / "t")
+    old = Pipeline([("features", TfidfVectorizer()), ("clf", LogisticRegression(max_iter=500))]).fit(xtr, ytr)
+    (tmp_path / "t" / "tfidf.joblib").unlink()
+    joblib.dump(old, tmp_path / "t" / "pipeline.joblib")
+    again = registry.load(tmp_path / "t")
+    np.testing.assert_allclose(again.predict_proba(xte), old.predict_proba(xte))
+
+
 def test_tfidf_multi_label(tmp_path):
     from tests.conftest import topic_rows
 
@@ -99,7 +156,7 @@ def test_encoder_cache_keeps_each_depth_apart(tmp_path, sample):
     # Read back from the cache at both depths: no vector of one depth is served for the other.
     for layers in (1, 3):
         sp = registry.create("encoder", "c", LABELS, False, {"layers": layers}, **runtime)
-        cached = sp._training_embeddings(xtr[:40])
+        cached = sp.embeddings(xtr[:40])
         assert cached.shape == (40, layers * sp.encoder.dim)
         np.testing.assert_allclose(cached, sp.encoder.encode(xtr[:40], layers), atol=1e-5)
 

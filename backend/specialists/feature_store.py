@@ -1,0 +1,171 @@
+"""What a frozen feature extractor computes for a text, kept on disk by text hash.
+
+A frozen encoder's pooled layers and a TF-IDF specialist's hashed n-gram counts depend on the text alone, never on
+the trained heads, so after a promotion (or a Label Studio "Retrieve predictions") a known task only runs the heads.
+Training replays the same texts stage after stage and reads them from here too.
+
+One SQLite file per deployment (WAL: every process of the server and the workers shares it), one row per
+(space, text hash); a space names the extractor and its settings. It is bounded: past `max_bytes` the rows used
+longest ago are dropped, and SQLite reuses their pages, so the file stays about that size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+_READ_CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
+_COMPUTE_CHUNK = 4096  # texts per computation: what a long first encoding keeps if interrupted
+_TOUCH_AFTER_MS = 3_600_000  # a hit refreshes its row's age at most this often (a write per hit costs)
+_EVICT_SHARE = 0.2  # share of the rows dropped when the file is over its bound
+DEFAULT_MAX_MB = 2048
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def space_id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+class FeatureStore:
+    """Rows of float32 features by (space, text), dense or sparse; thread- and process-safe."""
+
+    def __init__(self, path: Path, max_bytes: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.max_bytes = path, max_bytes
+        self._local = threading.local()
+        db = self._db()
+        db.execute("CREATE TABLE IF NOT EXISTS feature (space TEXT, key BLOB, used INTEGER, data BLOB, "
+                   "PRIMARY KEY (space, key)) WITHOUT ROWID")
+        db.execute("CREATE INDEX IF NOT EXISTS feature_used ON feature (used)")
+        db.commit()
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a cache: a row lost to a power cut is computed again
+            self._local.db = db
+        return db
+
+    # -- the two shapes ------------------------------------------------------------------------------------------
+    def dense(self, space: str, dim: int, texts: Sequence[str],
+              compute: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
+        """(n, dim) float32 rows of `texts`, computing (and storing) only those not stored yet."""
+        rows = self._rows(space_id(space), texts, lambda part: [v.astype(np.float32).tobytes()
+                                                                for v in np.asarray(compute(part))],
+                          lambda blob: np.frombuffer(blob, dtype=np.float32))
+        return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+
+    def sparse(self, space: str, width: int, texts: Sequence[str],
+               compute: Callable[[Sequence[str]], sparse.csr_matrix]) -> sparse.csr_matrix:
+        """(n, width) CSR rows of `texts` (float32 values), computing only those not stored yet."""
+        def encode(part: Sequence[str]) -> list[bytes]:
+            m = sparse.csr_matrix(compute(part), dtype=np.float32)
+            m.sort_indices()
+            return [_pack(m.indices[m.indptr[i]:m.indptr[i + 1]], m.data[m.indptr[i]:m.indptr[i + 1]])
+                    for i in range(m.shape[0])]
+
+        rows = self._rows(space_id(space), texts, encode, _unpack)
+        return _stack(rows, width)
+
+    # -- storage ---------------------------------------------------------------------------------------------
+    def _rows(self, space: str, texts: Sequence[str], encode: Callable[[Sequence[str]], list[bytes]],
+              decode: Callable[[bytes], object]) -> list:
+        keys = [text_key(t) for t in texts]
+        unique = list(dict.fromkeys(keys))
+        db = self._db()
+        found: dict[bytes, object] = {}
+        stale: list[bytes] = []
+        now = time.time_ns() // 1_000_000  # ms: the age order of rows
+        for start in range(0, len(unique), _READ_CHUNK):
+            part = unique[start:start + _READ_CHUNK]
+            marks = ",".join("?" * len(part))
+            for key, used, blob in db.execute(
+                    f"SELECT key, used, data FROM feature WHERE space = ? AND key IN ({marks})", [space, *part]):
+                found[key] = decode(blob)
+                if used < now - _TOUCH_AFTER_MS:
+                    stale.append(key)
+        if stale:
+            db.executemany("UPDATE feature SET used = ? WHERE space = ? AND key = ?", [(now, space, k) for k in stale])
+            db.commit()
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in found and k not in first:
+                first[k] = i  # one computation per distinct text
+        order = list(first.values())
+        for start in range(0, len(order), _COMPUTE_CHUNK):
+            part = order[start:start + _COMPUTE_CHUNK]
+            blobs = encode([texts[i] for i in part])
+            db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)",
+                           [(space, keys[i], now, b) for i, b in zip(part, blobs, strict=True)])
+            db.commit()
+            for i, b in zip(part, blobs, strict=True):
+                found[keys[i]] = decode(b)
+        if order:
+            self._bound(db)
+        return [found[k] for k in keys]
+
+    def _bound(self, db: sqlite3.Connection) -> None:
+        """Drop the rows used longest ago while the file holds more than max_bytes."""
+        while self._used_bytes(db) > self.max_bytes:
+            (n,) = db.execute("SELECT count(*) FROM feature").fetchone()
+            if not n:
+                return
+            db.execute("DELETE FROM feature WHERE (space, key) IN "
+                       "(SELECT space, key FROM feature ORDER BY used LIMIT ?)", (max(int(n * _EVICT_SHARE), 1),))
+            db.commit()
+
+    @staticmethod
+    def _used_bytes(db: sqlite3.Connection) -> int:
+        pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        return int((pages - free) * size)
+
+    def size(self) -> dict[str, int]:
+        db = self._db()
+        (rows,) = db.execute("SELECT count(*) FROM feature").fetchone()
+        return {"rows": int(rows), "bytes": self._used_bytes(db), "max_bytes": self.max_bytes}
+
+
+def _pack(indices: np.ndarray, data: np.ndarray) -> bytes:
+    return np.int32(len(indices)).tobytes() + indices.astype(np.int32).tobytes() + data.astype(np.float32).tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    n = int(np.frombuffer(blob, dtype=np.int32, count=1)[0])
+    return (np.frombuffer(blob, dtype=np.int32, count=n, offset=4),
+            np.frombuffer(blob, dtype=np.float32, count=n, offset=4 + 4 * n))
+
+
+def _stack(rows: list, width: int) -> sparse.csr_matrix:
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(r[0]) for r in rows]) if rows else []
+    indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
+    data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), width))
+
+
+_STORES: dict[tuple[str, int], FeatureStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def feature_store(directory: str | Path, max_mb: float) -> FeatureStore | None:
+    """The deployment's store under `directory` (one per process), or None when FEATURE_STORE_MB is 0."""
+    if not directory or max_mb <= 0:
+        return None
+    key = (str(Path(directory).resolve()), int(max_mb * 2**20))
+    with _STORES_LOCK:
+        if key not in _STORES:
+            _STORES[key] = FeatureStore(Path(directory) / "features.sqlite", key[1])
+        return _STORES[key]

@@ -1,0 +1,78 @@
+"""Hashed n-grams against a fitted vocabulary: do the TF-IDF specialists keep their accuracy when their features
+become cacheable? Trains each TF-IDF specialist of the default bundle both ways on the same sample and scores them
+on the TweetEval sentiment validation and test splits, with their cold transform speed side by side.
+
+    python bench/tfidf_hashing.py [--sample samples/sentiment-semeval2013-16.csv] [--out docs/bench-tfidf-hashing.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backend.datasets import load_labelled
+from backend.specialists import registry
+from bench.benchlib import EVAL_DATA, machine
+from bench.default_bundle import split
+from finetune.bootstrap import SAMPLE_DATA
+from finetune.training import encode_targets
+
+LABELS = ["Negative", "Neutral", "Positive"]
+MEMBERS = {"tfidf-lr": {"classifier": "lr"}, "tfidf-nb": {"classifier": "nb", "word_ngrams": [1, 3], "char": False}}
+
+
+def fitted_vocabulary(params: dict, clf: object) -> Pipeline:
+    """The same specialist with TfidfVectorizer's fitted vocabulary (what bundles held before hashing)."""
+    word, char = tuple(params.get("word_ngrams", (1, 2))), tuple(params.get("char_ngrams", (2, 5)))
+    parts = [("word", TfidfVectorizer(ngram_range=word, sublinear_tf=True, min_df=1, max_features=200_000,
+                                      lowercase=True, token_pattern=r"(?u)\b\w+\b|[!?]"))]
+    if params.get("char", True):
+        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=char, sublinear_tf=True, min_df=2,
+                                              max_features=200_000, lowercase=True)))
+    return Pipeline([("features", FeatureUnion(parts)), ("clf", clf)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sample", type=Path, default=SAMPLE_DATA)
+    ap.add_argument("--tweeteval", type=Path, default=EVAL_DATA / "tweeteval-sentiment")
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    data = load_labelled(a.sample)
+    y = encode_targets(data, LABELS, False)
+    splits = {name: split(a.tweeteval, name) for name in ("val", "test")}
+    result: dict = {"machine": machine(), "sample": a.sample.name, "rows": len(data.texts), "members": {}}
+    for name, params in MEMBERS.items():
+        hashed = registry.create("tfidf", name, LABELS, False, params)  # no feature store: every text computed
+        hashed.fit(data.texts, y)
+        fitted = fitted_vocabulary(params, hashed._classifier()).fit(data.texts, y)
+        row: dict = {}
+        for part, (texts, gold) in splits.items():
+            truth = np.array([LABELS.index(g) for g in gold])
+            t0 = time.perf_counter()
+            ph = hashed.predict_proba(texts).argmax(1)
+            th = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pf = fitted.predict_proba(texts).argmax(1)
+            tf = time.perf_counter() - t0
+            row[part] = {"hashed": round(float((ph == truth).mean()), 4),
+                         "fitted_vocabulary": round(float((pf == truth).mean()), 4),
+                         "agreement": round(float((ph == pf).mean()), 4),
+                         "hashed_texts_per_s": round(len(texts) / th), "fitted_texts_per_s": round(len(texts) / tf)}
+        result["members"][name] = row
+        print(name, json.dumps(row), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
