@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from backend.specialists import registry
 from backend.specialists.base import Specialist
 
 log = logging.getLogger(__name__)
+
+_PARALLEL_FROM = 64  # tasks in a batch from which the specialists run side by side
 
 
 class Ensemble:
@@ -50,8 +53,12 @@ class Ensemble:
         return self.anchor is not None
 
     def probabilities(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each specialist's (n, k) probabilities: one batched pass per specialist."""
-        return [s.predict_proba(texts) for s in self.specialists]
+        """Each specialist's (n, k) probabilities: one batched pass per specialist, side by side on a large batch
+        (torch, numpy and SQLite release the GIL, so an encoder pass overlaps the TF-IDF analyzers)."""
+        if len(texts) < _PARALLEL_FROM or len(self.specialists) < 2:
+            return [s.predict_proba(texts) for s in self.specialists]
+        with ThreadPoolExecutor(max_workers=len(self.specialists), thread_name_prefix="specialist") as pool:
+            return list(pool.map(lambda s: s.predict_proba(texts), self.specialists))
 
     def project_share(self, texts: Sequence[str]) -> np.ndarray:
         """Per task, the weight of this bundle's own specialists (1 everywhere without a gate)."""

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-_READ_CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
+_READ_CHUNK = 900  # keys per SELECT (SQLite's variable limit is 999 on old builds)
 _COMPUTE_CHUNK = 4096  # texts per computation: what a long first encoding keeps if interrupted
 _TOUCH_AFTER_MS = 3_600_000  # a hit refreshes its row's age at most this often (a write per hit costs)
 _EVICT_SHARE = 0.2  # share of the rows dropped when the file is over its bound
 DEFAULT_MAX_MB = 2048
+_PAGE_SIZE = 32768
+_FORMAT = "rows-1"  # how rows are laid out: a new layout makes new spaces
 
 
 def text_key(text: str) -> bytes:
@@ -33,7 +35,7 @@ def text_key(text: str) -> bytes:
 
 
 def space_id(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{_FORMAT}|{name}".encode()).hexdigest()[:16]
 
 
 class FeatureStore:
@@ -53,6 +55,9 @@ class FeatureStore:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            # Large pages keep a row of a few KiB (a tweet's n-grams, three pooled layers) on its page, not in
+            # overflow pages; this takes effect only when the file is created.
+            db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a cache: a row lost to a power cut is computed again
             self._local.db = db
@@ -62,40 +67,38 @@ class FeatureStore:
     def dense(self, space: str, dim: int, texts: Sequence[str],
               compute: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
         """(n, dim) float32 rows of `texts`, computing (and storing) only those not stored yet."""
-        rows = self._rows(space_id(space), texts, lambda part: [v.astype(np.float32).tobytes()
-                                                                for v in np.asarray(compute(part))],
-                          lambda blob: np.frombuffer(blob, dtype=np.float32))
-        return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+        blobs = self._rows(space_id(space), texts,
+                           lambda part: [v.tobytes() for v in np.asarray(compute(part), dtype=np.float32)])
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
 
     def sparse(self, space: str, width: int, texts: Sequence[str],
                compute: Callable[[Sequence[str]], sparse.csr_matrix]) -> sparse.csr_matrix:
-        """(n, width) CSR rows of `texts` (float32 values), computing only those not stored yet."""
+        """(n, width) CSR rows of `texts` (float32 values), computing only those not stored yet. A row is stored
+        as its column indices (int32) followed by its values (float32)."""
         def encode(part: Sequence[str]) -> list[bytes]:
             m = sparse.csr_matrix(compute(part), dtype=np.float32)
             m.sort_indices()
-            return [_pack(m.indices[m.indptr[i]:m.indptr[i + 1]], m.data[m.indptr[i]:m.indptr[i + 1]])
-                    for i in range(m.shape[0])]
+            ind, val = m.indices.astype(np.int32), m.data
+            return [ind[a:b].tobytes() + val[a:b].tobytes() for a, b in zip(m.indptr[:-1], m.indptr[1:], strict=True)]
 
-        rows = self._rows(space_id(space), texts, encode, _unpack)
-        return _stack(rows, width)
+        return _unstack(self._rows(space_id(space), texts, encode), width)
 
     # -- storage ---------------------------------------------------------------------------------------------
-    def _rows(self, space: str, texts: Sequence[str], encode: Callable[[Sequence[str]], list[bytes]],
-              decode: Callable[[bytes], object]) -> list:
+    def _rows(self, space: str, texts: Sequence[str], encode: Callable[[Sequence[str]], list[bytes]]) -> list[bytes]:
+        """The stored row of each text, in order; missing ones are computed by `encode` and stored."""
         keys = [text_key(t) for t in texts]
         unique = list(dict.fromkeys(keys))
         db = self._db()
-        found: dict[bytes, object] = {}
+        found: dict[bytes, bytes] = {}
         stale: list[bytes] = []
         now = time.time_ns() // 1_000_000  # ms: the age order of rows
         for start in range(0, len(unique), _READ_CHUNK):
             part = unique[start:start + _READ_CHUNK]
             marks = ",".join("?" * len(part))
-            for key, used, blob in db.execute(
-                    f"SELECT key, used, data FROM feature WHERE space = ? AND key IN ({marks})", [space, *part]):
-                found[key] = decode(blob)
-                if used < now - _TOUCH_AFTER_MS:
-                    stale.append(key)
+            rows = db.execute(f"SELECT key, used, data FROM feature WHERE space = ? AND key IN ({marks})",
+                              [space, *part]).fetchall()
+            found.update((k, blob) for k, _, blob in rows)
+            stale.extend(k for k, used, _ in rows if used < now - _TOUCH_AFTER_MS)
         if stale:
             db.executemany("UPDATE feature SET used = ? WHERE space = ? AND key = ?", [(now, space, k) for k in stale])
             db.commit()
@@ -110,8 +113,7 @@ class FeatureStore:
             db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)",
                            [(space, keys[i], now, b) for i, b in zip(part, blobs, strict=True)])
             db.commit()
-            for i, b in zip(part, blobs, strict=True):
-                found[keys[i]] = decode(b)
+            found.update((keys[i], b) for i, b in zip(part, blobs, strict=True))
         if order:
             self._bound(db)
         return [found[k] for k in keys]
@@ -138,22 +140,16 @@ class FeatureStore:
         return {"rows": int(rows), "bytes": self._used_bytes(db), "max_bytes": self.max_bytes}
 
 
-def _pack(indices: np.ndarray, data: np.ndarray) -> bytes:
-    return np.int32(len(indices)).tobytes() + indices.astype(np.int32).tobytes() + data.astype(np.float32).tobytes()
-
-
-def _unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-    n = int(np.frombuffer(blob, dtype=np.int32, count=1)[0])
-    return (np.frombuffer(blob, dtype=np.int32, count=n, offset=4),
-            np.frombuffer(blob, dtype=np.float32, count=n, offset=4 + 4 * n))
-
-
-def _stack(rows: list, width: int) -> sparse.csr_matrix:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(r[0]) for r in rows]) if rows else []
-    indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
-    data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
-    return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), width))
+def _unstack(blobs: list[bytes], width: int) -> sparse.csr_matrix:
+    """CSR rows from stored (indices, values) rows, decoded in one pass over their concatenation."""
+    nnz = np.fromiter((len(b) // 8 for b in blobs), dtype=np.int64, count=len(blobs))
+    indptr = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum(nnz, out=indptr[1:])
+    words = np.frombuffer(b"".join(blobs), dtype=np.int32)
+    # Word j of row r (which starts at word 2 * indptr[r]) is an index while j < nnz[r], then a value.
+    offset = np.arange(len(words)) - np.repeat(2 * indptr[:-1], 2 * nnz)
+    is_index = offset < np.repeat(nnz, 2 * nnz)
+    return sparse.csr_matrix((words.view(np.float32)[~is_index], words[is_index], indptr), shape=(len(blobs), width))
 
 
 _STORES: dict[tuple[str, int], FeatureStore] = {}

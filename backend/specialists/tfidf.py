@@ -27,6 +27,8 @@ from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
 _WEIGHTS = "tfidf.joblib"
 _LEGACY_WEIGHTS = "pipeline.joblib"
 _HASH_WIDTH = 2**28  # per block: two n-grams of a million share a bucket about once in 500
+_TABLE_BITS = 21  # an 8 MB lookup table per TF-IDF specialist, built when it first serves
+_TABLE_MASK = (1 << _TABLE_BITS) - 1
 _TOKENS = r"(?u)\b\w+\b|[!?]"
 
 
@@ -36,8 +38,10 @@ class HashedTfidf:
 
     def __init__(self, blocks: Sequence[tuple[int, int]]):
         self.blocks = list(blocks)  # (min_df, max_features) per block of _HASH_WIDTH columns
-        self.columns = np.zeros(0, dtype=np.int64)
+        self.columns = np.zeros(0, dtype=np.int32)
         self.idf = np.zeros(0)
+        self._table: np.ndarray | None = None  # kept column by low hash bits
+        self._shared = np.zeros(0, dtype=np.int32)
 
     def fit(self, counts: sparse.csr_matrix) -> HashedTfidf:
         counts = sparse.csr_matrix(counts)
@@ -52,8 +56,9 @@ class HashedTfidf:
                 chosen = np.sort(chosen[np.argsort(-tf[chosen], kind="stable")[:max_features]])
             keep.append(chosen)
         chosen = np.concatenate(keep)
-        self.columns = present[chosen].astype(np.int64)
+        self.columns = present[chosen].astype(np.int32)  # < 2**31: blocks of 2**28
         self.idf = np.log((1 + n) / (1 + df[chosen])) + 1
+        self._table = None
         return self
 
     def transform(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -61,9 +66,8 @@ class HashedTfidf:
         n, k = counts.shape[0], len(self.columns)
         if k == 0:
             return sparse.csr_matrix((n, 0))
-        # The kept columns are sorted: a binary search maps each stored count to its column, or to none.
-        pos = np.minimum(np.searchsorted(self.columns, counts.indices), k - 1)
-        hit = self.columns[pos] == counts.indices
+        pos = self._positions(counts.indices.astype(np.int32, copy=False))
+        hit = pos >= 0
         rows = np.repeat(np.arange(n), np.diff(counts.indptr))[hit]
         cols = pos[hit]
         data = (1 + np.log(counts.data[hit].astype(np.float64))) * self.idf[cols]  # fits as float64
@@ -72,6 +76,31 @@ class HashedTfidf:
         norms = np.sqrt(np.bincount(cell, weights=data**2, minlength=n * len(self.blocks)))
         data /= norms[cell]
         return sparse.csr_matrix((data, (rows, cols)), shape=(n, k))
+
+
+    def _positions(self, hashed: np.ndarray) -> np.ndarray:
+        """Each hashed column's position among the kept ones, or -1. The kept columns are hashes, so their low
+        bits index a table directly; the few kept columns that share low bits with another are binary-searched."""
+        if self._table is None:
+            table = np.full(1 << _TABLE_BITS, -1, dtype=np.int32)
+            table[self.columns & _TABLE_MASK] = np.arange(len(self.columns), dtype=np.int32)
+            shared = table[self.columns & _TABLE_MASK] != np.arange(len(self.columns))
+            self._table, self._shared = table, np.sort(self.columns[shared])
+        pos = self._table[hashed & _TABLE_MASK].astype(np.int64)
+        miss = np.flatnonzero((pos < 0) | (self.columns[np.maximum(pos, 0)] != hashed))
+        pos[miss] = -1
+        if len(self._shared) and len(miss):
+            at = np.minimum(np.searchsorted(self._shared, hashed[miss]), len(self._shared) - 1)
+            found = self._shared[at] == hashed[miss]
+            pos[miss[found]] = np.searchsorted(self.columns, hashed[miss[found]])
+        return pos
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_table": None, "_shared": None}  # rebuilt on first use, not saved
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_table": None, "_shared": None, **state})
+        self.columns = np.asarray(self.columns, dtype=np.int32)
 
 
 class TfidfSpecialist(Specialist):
