@@ -102,8 +102,8 @@ def test_replayed_rows_hold_the_calibration_out_and_a_project_specialist_trains_
 
     shared = registry.load(ref.path / "specialists" / "tfidf-lr")
     project = registry.load(ref.path / "specialists" / "own")
-    assert len(shared.pipeline.classes_) == 3
-    assert len(project.pipeline.classes_) == 2  # it saw the project's rows, which have no Neutral
+    assert len(shared.clf.classes_) == 3
+    assert len(project.clf.classes_) == 2  # it saw the project's rows, which have no Neutral
     assert project.predict_proba(["a fine day"])[0, LABELS.index("Neutral")] == 0.0
     with pytest.raises(ValueError, match="project rows only"):
         train_bundle(store, LABELS, False, data, recipe, project=ProjectRows(replay_rows=np.ones(len(replay), bool)))
