@@ -18,7 +18,7 @@ class Policy:
     bootstrap_min: int = 10  # human annotations before a project with no bundle trains its first one
     human_weight: float = 3.0
     # An LLM-settled label weighs a person's times the lower bound of the LLM's measured accuracy on that class
-    # (0 unless trusted): a label counts as much as it is likely to be right (docs/benchmarks.md §5.1).
+    # (0 unless trusted): a label counts as much as it is likely to be right (docs/settled-choices.md).
     llm_weight: float = 3.0
     replay_weight: float = 1.0
     replay_size: int = 20000  # earlier data replayed each stage so specialists do not forget
