@@ -77,7 +77,6 @@ class HashedTfidf:
         data /= norms[cell]
         return sparse.csr_matrix((data, (rows, cols)), shape=(n, k))
 
-
     def _positions(self, hashed: np.ndarray) -> np.ndarray:
         """Each hashed column's position among the kept ones, or -1. The kept columns are hashes, so their low
         bits index a table directly; the few kept columns that share low bits with another are binary-searched."""
