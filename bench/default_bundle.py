@@ -34,12 +34,17 @@ def split(folder: Path, name: str) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sample_parser(doc: str | None) -> argparse.ArgumentParser:
+    """--sample (what is trained on), --tweeteval (where it is scored) and --out."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", type=Path, default=SAMPLE_DATA)
     ap.add_argument("--tweeteval", type=Path, default=EVAL_DATA / "tweeteval-sentiment")
     ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = sample_parser(__doc__).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env(model_dir=Path(tmp))
         t0 = time.perf_counter()

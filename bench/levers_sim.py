@@ -134,15 +134,11 @@ def load(name: str) -> eval_data.EvalData:
 
 
 def embeddings(data: eval_data.EvalData, cache_dir: Path, layers: int = 1) -> dict[str, np.ndarray]:
-    """The harness's own feature store space (EncoderSpecialist.embeddings), so a run here warms a real run."""
-    from backend.specialists.encoder import default_encoder_name, shared_encoder
-    from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
+    """Through the encoder specialist and its feature store, so a run here warms a real run."""
+    from backend.specialists import registry
 
-    enc = shared_encoder(default_encoder_name())
-    store = feature_store(cache_dir, DEFAULT_MAX_MB)
-    assert store is not None
-    return {p: store.dense(enc.cache_space(layers), enc.dim * layers, getattr(data, p).texts,
-                           lambda part: enc.encode(part, layers))
+    sp = registry.create("encoder", "levers", data.labels, False, {"layers": layers}, cache_dir=str(cache_dir))
+    return {p: sp.embeddings(getattr(data, p).texts)
             for p in ("source", "stream", "test", "source_test")}
 
 

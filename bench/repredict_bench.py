@@ -68,7 +68,6 @@ def main() -> None:
         config = LABEL_CONFIG_FILE.read_text()
         service.predict(tasks[:64], config, PROJECT)
         _, service_s = timed(service.predict, tasks, config, PROJECT)
-        store = ensemble.specialists[0].runtime
         result = {
             "machine": machine(), "tasks": n,
             "cold_tasks_per_s": round(n / cold_s, 1),
@@ -78,7 +77,7 @@ def main() -> None:
             "warm_over_cold": round(cold_s / warm_s, 1),
             "labels_equal_cold_and_warm": float(np.mean([c.labels == w.labels
                                                           for c, w in zip(cold, warm, strict=True)])),
-            "store_file_mb": round((Path(str(store["cache_dir"])) / "features.sqlite").stat().st_size / 2**20, 1),
+            "store_file_mb": round((Path(settings.model_dir) / "cache" / "features.sqlite").stat().st_size / 2**20, 1),
         }
     print(json.dumps(result, indent=1))
     if a.out:

@@ -7,7 +7,6 @@ on the TweetEval sentiment validation and test splits, with their cold transform
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.datasets import load_labelled
 from backend.specialists import registry
-from bench.benchlib import EVAL_DATA, machine
-from bench.default_bundle import split
-from finetune.bootstrap import SAMPLE_DATA
+from bench.benchlib import machine
+from bench.default_bundle import sample_parser, split
 from finetune.training import encode_targets
 
 LABELS = ["Negative", "Neutral", "Positive"]
@@ -42,11 +40,7 @@ def fitted_vocabulary(params: dict, clf: object) -> Pipeline:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sample", type=Path, default=SAMPLE_DATA)
-    ap.add_argument("--tweeteval", type=Path, default=EVAL_DATA / "tweeteval-sentiment")
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
+    a = sample_parser(__doc__).parse_args()
     data = load_labelled(a.sample)
     y = encode_targets(data, LABELS, False)
     splits = {name: split(a.tweeteval, name) for name in ("val", "test")}

@@ -182,12 +182,6 @@ class HardSampleReview:
         if self.settings.human_budget_day:
             self.spend.add(project_id, Resource.HUMAN, -n, period=today())
 
-    def reserve_review(self, project_id: str) -> bool:
-        """One review (LLM or person), if REVIEW_MAX_SHARE of the project's predicted tasks allows it."""
-        if self.spend is None:
-            return True
-        return self.spend.reserve_share(project_id, Resource.REVIEWS, self.settings.review_max_share)
-
     # -- routing ------------------------------------------------------------------------------------------------
     def apply(self, project_id: str, control_multiple: bool, names: Sequence[str], texts: Sequence[str],
               decisions: Sequence[Decision], examples: Any = None, defer: bool = False,

@@ -25,7 +25,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from backend.specialists import torch_runtime as rt
 from backend.specialists.base import Specialist, pad_columns
-from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
+from backend.specialists.feature_store import runtime_store
 
 _HEAD = "head.joblib"
 _ENCODE_CHUNK = 8192
@@ -153,8 +153,7 @@ class EncoderSpecialist(Specialist):
         """The layers the head reads, through the feature store when the runtime has one: a text the store holds
         (replayed in training, re-predicted after a promotion) is never encoded again."""
         enc, layers = self.encoder, self.layers
-        store = feature_store(self.runtime.get("cache_dir", ""),
-                              float(self.runtime.get("feature_store_mb", DEFAULT_MAX_MB)))
+        store = runtime_store(self.runtime)
         if store is None:
             return enc.encode(texts, layers)
         return store.dense(enc.cache_space(layers), enc.dim * layers, texts, lambda part: enc.encode(part, layers))

@@ -165,3 +165,8 @@ def feature_store(directory: str | Path, max_mb: float) -> FeatureStore | None:
         if key not in _STORES:
             _STORES[key] = FeatureStore(Path(directory) / "features.sqlite", key[1])
         return _STORES[key]
+
+
+def runtime_store(runtime: dict) -> FeatureStore | None:
+    """The store a specialist's runtime names (cache_dir, feature_store_mb), or None."""
+    return feature_store(str(runtime.get("cache_dir", "")), float(runtime.get("feature_store_mb", DEFAULT_MAX_MB)))

@@ -22,7 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
 
 from backend.specialists.base import Specialist, pad_columns
-from backend.specialists.feature_store import DEFAULT_MAX_MB, feature_store
+from backend.specialists.feature_store import runtime_store
 
 _WEIGHTS = "tfidf.joblib"
 _LEGACY_WEIGHTS = "pipeline.joblib"
@@ -131,8 +131,7 @@ class TfidfSpecialist(Specialist):
 
     def counts(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Hashed n-gram counts, one block per analyzer, through the feature store when the runtime has one."""
-        store = feature_store(self.runtime.get("cache_dir", ""),
-                              float(self.runtime.get("feature_store_mb", DEFAULT_MAX_MB)))
+        store = runtime_store(self.runtime)
         blocks = []
         for space, vectorizer, _, _ in self._analyzers():
             if store is None:
