@@ -21,6 +21,8 @@ LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 100),
 )
 TASKS_PREDICTED = Counter("autoannotator_tasks_predicted_total", "Tasks given a prediction", ["control"])
+TASKS_DEFERRED = Counter("autoannotator_tasks_deferred_total", "Tasks a /predict answered empty for lack of time (see "
+                         "PREDICT_SECONDS): pushed when ready (retrieve) or only computed (warm)", ["kind"])
 TASKS_UNTRAINED = Counter("autoannotator_tasks_without_bundle_total", "Tasks answered empty: no bundle for the labels")
 WEBHOOK_EVENTS = Counter("autoannotator_webhook_events_total", "Webhook events recorded", ["action"])
 WEBHOOK_FAILURES = Counter("autoannotator_webhook_failures_total", "Webhook events stored but not applied (retried)")

@@ -24,6 +24,7 @@ from backend.decision.states import RouteName
 from backend.errors import ApiError, InvalidTasks, PayloadTooLarge
 from backend.labelstudio.config import ChoiceControl, LabelConfigError, LabelSpace, parse_label_config
 from backend.planning.service import SetupPlanner
+from backend.push import RETRIEVE_CHUNK, PushJobs, PushKind
 from backend.review.jobs import ReviewJobs
 from backend.review.triage import HardSampleReview, Outcome
 from backend.serving.bundles import BundleRef
@@ -38,12 +39,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1024  # tasks per ensemble call: bounds memory on a 10,000-task "Retrieve predictions"
+_CHUNK = 256  # tasks per ensemble call: bounds memory, and the time past PREDICT_SECONDS a /predict can take
 
 
 class AnnotationService:
     def __init__(self, settings: Settings | None = None, registry: ModelRegistry | None = None,
-                 store: Store | None = None, background: bool = True):
+                 store: Store | None = None, background: bool = True, pushing: bool = False):
         self.settings = settings or Settings.from_env()
         self.registry = registry or ModelRegistry(self.settings)
         self.store = store or Store(self.settings.database_url)
@@ -51,9 +52,11 @@ class AnnotationService:
         self.review = HardSampleReview(self.settings, self.store.engine)
         self.jobs = TrainingJobs(self.store, self.settings)
         self.review_jobs = ReviewJobs(self.store, self.settings)
+        self.pushes = PushJobs(self.store, self.settings)
         self.planner = SetupPlanner(self.settings)
         self._background: Background | None = None
         self.background = background  # False for one-shot commands (prelabel): no learning or review threads
+        self.pushing = pushing  # predicts what `backend.push` pushes: no PREDICT_SECONDS cut, no task held back
         self._background_lock = threading.Lock()
         self._authorizing: set[str] = set()  # projects whose Label Studio webhook is getting our credentials
         self._authorized: set[str] = set()  # … and those where this process saw it done
@@ -69,16 +72,24 @@ class AnnotationService:
                 bg = self._background
                 if bg is None or bg.pid != os.getpid() or not bg.is_alive():
                     from backend.jobs.loop import Background
+                    from backend.push import PushChore
                     from backend.review.jobs import ReviewChore
                     from finetune.worker import TrainingChore
 
                     bg = Background([("replay", lambda: bool(self.replay_events())),
                                      ("training", TrainingChore(self.settings, self.store)),
-                                     ("review", ReviewChore(self.settings, self.store, self.review))],
+                                     ("review", ReviewChore(self.settings, self.store, self.review)),
+                                     ("push", PushChore(self.settings, self.store, self.for_pushes))],
                                     interval=min(self.settings.dispatch_seconds, 1.0))
                     bg.start()
                     self._background = bg
         bg.wake.set()
+
+    def for_pushes(self) -> AnnotationService:
+        """A service that predicts what `backend.push` pushes, with this one's models and database: LLM review
+        inline (a pushed prediction is final), no PREDICT_SECONDS cut, no background loop of its own."""
+        return type(self)(self.settings.with_(review_mode="inline"), registry=self.registry, store=self.store,
+                          background=False, pushing=True)
 
     @property
     def defer_review(self) -> bool:
@@ -176,27 +187,42 @@ class AnnotationService:
         if pid != "unknown":
             self.store.note_texts(pid, [(t["id"], x) for t, x in zip(tasks, first, strict=True)
                                         if isinstance(t.get("id"), int) and x])
+        ls_id = self._ls_project(project)
+        held = self.pushes.held(ls_id, version) if ls_id is not None and not self.pushing else set()
+        todo = [i for i, t in enumerate(tasks) if t.get("id") not in held] if held else list(range(len(tasks)))
+        models = [(control, self.registry.ensemble(ref), self.registry.columns(ref, control) or [])
+                  for control, ref in served]
         defer = self.defer_review
-        # LLM_INLINE_SECONDS bounds the LLM's time in this request, whatever its size.
-        deadline = time.monotonic() + self.settings.llm_inline_seconds
+        started = time.monotonic()
+        # PREDICT_SECONDS bounds the whole answer, LLM_INLINE_SECONDS the LLM's part of it.
+        answer_by = started + (self.settings.predict_seconds if not self.pushing else float("inf"))
+        deadline = min(started + self.settings.llm_inline_seconds, answer_by)
         queued = 0
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         scores: list[list[float]] = [[] for _ in tasks]
-        for control, ref in served:
-            ensemble = self.registry.ensemble(ref)
-            columns = self.registry.columns(ref, control) or []
-            idx, names = [c for c, _ in columns], [n for _, n in columns]
-            texts = texts_by_control[control.name]
-            for start in range(0, len(texts), _CHUNK):
-                chunk = texts[start : start + _CHUNK]
+        pos, last = 0, 0.0
+        while pos < len(todo):
+            size = min(_CHUNK, len(todo) - pos)
+            if pos:  # as many tasks as the slower of the average and the last chunk's pace leaves time for
+                per_task = max((time.monotonic() - started) / pos, last)
+                size = min(size, int((answer_by - time.monotonic()) / per_task)) if per_task > 0 else size
+                if size < 1:
+                    break
+            chunk_started = time.monotonic()
+            part = todo[pos:pos + size]
+            part_tasks = [tasks[i] for i in part]
+            ids = [t.get("id") if isinstance(t.get("id"), int) else None for t in part_tasks]
+            audited = self._audited(pid, part_tasks)
+            for control, ensemble, columns in models:
+                idx, names = [c for c, _ in columns], [n for _, n in columns]
+                texts = texts_by_control[control.name]
+                chunk = [texts[i] for i in part]
                 decisions = ensemble.predict(chunk, idx)
-                ids = [t.get("id") if isinstance(t.get("id"), int) else None for t in tasks[start:start + _CHUNK]]
                 outcomes = self.review.apply(pid, control.multiple, names, chunk, decisions,
                                              examples=lambda c=control: self._examples(pid, c.name), defer=defer,
-                                             audited=self._audited(pid, tasks[start : start + _CHUNK]),
-                                             control=control.name, task_ids=ids, deadline=deadline)
+                                             audited=audited, control=control.name, task_ids=ids, deadline=deadline)
                 records, pending = [], []
-                for i, (d, o) in enumerate(zip(decisions, outcomes, strict=True), start):
+                for i, d, o in zip(part, decisions, outcomes, strict=True):
                     scores[i].append(o.score)
                     metrics.CONFIDENCE.observe(d.confidence)
                     if o.labels:
@@ -214,12 +240,53 @@ class AnnotationService:
                 if pending:  # written before /predict answers: nothing is lost if the process dies
                     self.review_jobs.request(pid, control.name, version, control.multiple, names, pending)
                     queued += len(pending)
-            metrics.TASKS_PREDICTED.labels(control.name).inc(len(texts))
+                metrics.TASKS_PREDICTED.labels(control.name).inc(len(part))
+            pos += len(part)
+            last = (time.monotonic() - chunk_started) / len(part)
+        if pos < len(todo):
+            self._defer(pid, ls_id, version, [tasks[i] for i in todo[pos:]])
         metrics.BUNDLES_LOADED.set(len(self.registry.loaded()))
         if queued:
             self._ensure_background()
-        return [{"model_version": version, "score": round(min(s), 4), "result": r}
+        return [{"model_version": version, "score": round(min(s), 4), "result": r} if s else []
                 for r, s in zip(regions, scores, strict=True)]
+
+    def _ls_project(self, project: Any) -> int | None:
+        """The Label Studio id of the project a request names, when it is one (predictions can be pushed to it)."""
+        key = payload.project_ref(project)[0]
+        return int(key) if key.isdigit() and len(key) <= 12 else None
+
+    def _defer(self, pid: str, ls_id: int | None, version: str, tasks: list[dict[str, Any]]) -> None:
+        """Tasks PREDICT_SECONDS left unpredicted, answered empty: pushed to Label Studio once predicted, or, with
+        nothing to push to, their features computed so that the next "Retrieve predictions" is answered from the
+        store. Their progress is in /jobs."""
+        keep = [{"id": t["id"], "data": t.get("data") or {}} for t in tasks if isinstance(t.get("id"), int)]
+        s = self.settings
+        kind = PushKind.RETRIEVE if s.label_studio_url and s.label_studio_api_key and ls_id is not None \
+            else PushKind.WARM
+        if keep:
+            self.pushes.write(pid, ls_id or 0, version, keep, RETRIEVE_CHUNK, kind=kind)
+            self._ensure_background()
+        metrics.TASKS_DEFERRED.labels(kind).inc(len(tasks))
+        log.info("project %s: %d tasks not predicted within PREDICT_SECONDS (%s s) were answered empty; %s",
+                 pid, len(tasks), s.predict_seconds,
+                 "their predictions are pushed when ready" if kind == PushKind.RETRIEVE else
+                 "their features are computed for the next request (no LABEL_STUDIO_URL/KEY to push to)")
+
+    def compute_features(self, tasks: list[dict[str, Any]], label_config: str, project: Any = None) -> int:
+        """Run the ensembles over the tasks' texts only (no routing, no review, nothing recorded): what they
+        compute per text lands in the feature store. Returns how many tasks were run."""
+        space = self._space(label_config)
+        done = 0
+        for control, ref in self._resolve(project, space):
+            if ref is None:
+                continue
+            columns = self.registry.columns(ref, control) or []
+            texts = self._texts(tasks, control)
+            for start in range(0, len(texts), _CHUNK):
+                self.registry.ensemble(ref).predict(texts[start:start + _CHUNK], [c for c, _ in columns])
+            done = len(texts)
+        return done
 
     def fit(self, event: str, data: dict[str, Any] | None, raw: str, problem: str | None = None) -> dict[str, Any]:
         """Store the event first, whatever it holds; then check it and turn it into corrections and training

@@ -69,6 +69,12 @@ class Settings:
     device: str = _opt("auto", "inference", "auto | cpu | cuda | cuda:N.", team=True)
     encoder_dtype: str = _opt("auto", "inference", "Encoder precision.", choices=("auto", "float32", "bfloat16",
                                                                                   "float16"))
+    predict_seconds: float = _opt(50.0, "inference", "A /predict answers within about this long: Label Studio stops "
+                                                     "waiting after ML_TIMEOUT_PREDICT (100 s) and keeps nothing. "
+                                                     "Tasks not predicted by then are answered empty and their "
+                                                     "predictions pushed when ready (LABEL_STUDIO_URL and _API_KEY), "
+                                                     "or, with nothing to push to, only computed into the feature "
+                                                     "store for the next request.", lo=0, lo_open=True)
     batch_size: int = _opt(32, "inference", "Texts per encoder batch.", lo=1)
     torch_threads: int = _opt(0, "inference", "torch's CPU threads; 0: torch's default.", lo=0)
     default_encoder: str = _opt("", "inference", "Hub id or path of the default encoder; empty: the all-MiniLM-L6-v2 "

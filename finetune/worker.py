@@ -36,6 +36,8 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
         outcome = run_stage(job["project_id"], settings, store)
         jobs.finish(job_id, outcome.status, "; ".join(outcome.notes), outcome.versions, outcome.data_seq)
         log.info("training job %s: %s %s", job_id, outcome.status, outcome.notes)
+        if outcome.status == JobState.PROMOTED:
+            refresh(job["project_id"], settings, store)
         return outcome.status
     except Exception as exc:
         log.exception("training job %s failed", job_id)
@@ -43,6 +45,19 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
         return "failed"
     finally:
         beat.stopped.set()
+
+
+def refresh(project_id: str, settings: Settings, store: Store) -> None:
+    """Queue the re-scoring of the project's predicted tasks by the promoted version (`backend.push`); a Label
+    Studio that cannot be reached now is said and left: the next promotion, "Retrieve predictions" or
+    `autoannotator prelabel` catches up."""
+    from backend.push import schedule_refresh
+
+    try:
+        schedule_refresh(settings, store, project_id)
+    except Exception as exc:
+        log.warning("project %s: predictions not refreshed after the promotion: %s: %s", project_id,
+                    type(exc).__name__, str(exc)[:300])
 
 
 def start_in_subprocess(job_id: int, settings: Settings) -> subprocess.Popen:

@@ -1,9 +1,9 @@
-"""`autoannotator worker`: an rq worker on QUEUE_NAME for training stages, LLM review batches and prelabel
-chunks."""
+"""`autoannotator worker`: an rq worker on QUEUE_NAME for training stages, LLM review batches and the chunks of
+predictions pushed to Label Studio."""
 
 from __future__ import annotations
 
-from backend.commands.prelabel import PrelabelJobs
+from backend.push import PushJobs
 from backend.review.jobs import ReviewJobs
 from backend.settings import Settings
 from backend.store import Store
@@ -18,7 +18,7 @@ def run_rq_worker(settings: Settings, burst: bool = False) -> None:
     from rq import Worker
 
     store = Store(settings.database_url)
-    for jobs in (TrainingJobs(store, settings), ReviewJobs(store, settings), PrelabelJobs(store, settings)):
+    for jobs in (TrainingJobs(store, settings), ReviewJobs(store, settings), PushJobs(store, settings)):
         jobs.reap()
         jobs.dispatch()
     Worker([settings.queue_name], connection=Redis.from_url(settings.redis_url)).work(burst=burst)

@@ -139,7 +139,8 @@ def create_app(settings: Settings, service: AnnotationService) -> Flask:
     @app.get("/jobs")
     def jobs() -> Response:
         project = request.args.get("project")
-        return jsonify(jobs=service.jobs.list(project_id=service.project(project) if project else None))
+        pid = service.project(project) if project else None
+        return jsonify(jobs=service.jobs.list(project_id=pid), pushes=service.pushes.progress(pid))
 
     @app.get("/jobs/<int:job_id>")
     def job(job_id: int) -> Response:

@@ -63,6 +63,11 @@ class LabelStudioClient:
         for task in pager:
             yield _plain(task)
 
+    def ml_titles(self, project_id: int) -> set[str]:
+        """The titles of the project's ML backends: a project whose model_version is one of them is shown its
+        backend's current predictions (Label Studio's default once a backend is connected)."""
+        return {str(_plain(m).get("title") or "") for m in self.sdk.ml.list(project=int(project_id))}
+
     def task(self, task_id: int) -> dict[str, Any]:
         return _plain(self.sdk.tasks.get(id=str(task_id)))
 

@@ -1,4 +1,4 @@
-"""`autoannotator prelabel --queue`: a project's tasks in chunks, one durable job each, spread over rq workers."""
+"""Predictions pushed into Label Studio (`backend.push`): a project's tasks in chunks, one durable job each."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ prelabel_jobs = Table(
     Column("ls_project", Integer, nullable=False),
     Column("model_version", String(128), nullable=False),
     Column("first_task", Integer, nullable=False),
-    Column("tasks", JSON, nullable=False),  # [{"id": …, "data": {…}}]
+    Column("tasks", JSON, nullable=False),  # [{"id": …, "data": {…}, "previous"?: {control: [choices]}}]
+    Column("task_ids", JSON),  # the tasks' ids alone, read by every /predict while the chunk is open
+    Column("size", Integer),
+    Column("kind", String(16)),  # backend.push.PushKind; empty: prelabel
     Column("status", String(16), nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("rq_job_id", String(64)),

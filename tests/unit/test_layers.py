@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("backend.llm",),
     ("backend.planning",),
     ("backend.jobs",),
+    ("backend.push",),
     ("finetune",),
     ("backend.review",),
     ("backend.evaluation",),
