@@ -147,10 +147,16 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> None:
+    from backend.push import PushJobs
     from backend.store import Store
     from finetune.jobs import TrainingJobs
 
-    for job in TrainingJobs(Store(settings.database_url), settings).list(project_id=args.project):
+    store = Store(settings.database_url)
+    if args.pushes:
+        for run in PushJobs(store, settings).progress(args.project):
+            print(json.dumps(run, default=str))
+        return
+    for job in TrainingJobs(store, settings).list(project_id=args.project):
         print(json.dumps(job, default=str))
 
 
@@ -387,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="list training jobs")
     j.add_argument("--project")
+    j.add_argument("--pushes", action="store_true", help="the predictions pushed to Label Studio instead, per run")
     j.set_defaults(func=cmd_jobs)
     return p
 

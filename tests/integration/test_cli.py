@@ -47,3 +47,19 @@ def test_train_reports_labels_that_are_not_choices(tmp_path):
     data.write_text("text,label\na,Positive\nb,Sarcastic\n")
     out = run("train", "--label-config", str(ROOT / "samples" / "sentiment.xml"), "--data", str(data), env=env)
     assert out.returncode != 0 and "Sarcastic" in out.stderr
+
+
+def test_jobs_pushes_lists_each_run_of_pushed_predictions(tmp_path):
+    from backend.push import PushJobs, PushKind
+    from backend.settings import Settings
+    from backend.store import Store
+
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    settings = Settings.from_env(env)
+    PushJobs(Store(settings.database_url), settings).write("3", 3, "v9", [{"id": i, "data": {"text": "x"}}
+                                                                         for i in range(1, 8)], 5, PushKind.RETRIEVE)
+    out = run("jobs", "--pushes", "--project", "3", env=env)
+    assert out.returncode == 0, out.stderr
+    (line,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert (line["kind"], line["model_version"], line["tasks"], line["chunks"], line["state"]) == \
+        ("retrieve", "v9", 7, {"pending": 2}, "running")
