@@ -66,8 +66,11 @@ $(LS_VENV)/.installed:
 e2e: install ls-install
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(BIN)/pytest -q -m e2e tests/e2e
 
+# Cold and warm /predict beside the per-request pattern, re-prediction of 10,000 known tasks, a 10,000-task retrieve.
 bench: install
 	$(BIN)/python bench/predict_bench.py --out docs/bench-predict.json
+	$(BIN)/python bench/repredict_bench.py --tasks 10000 --out docs/bench-repredict.json
+	$(BIN)/python bench/retrieve_bench.py --out docs/bench-retrieve.json
 
 load: install
 	$(BIN)/python bench/load_run.py --out docs/bench-load.json

@@ -286,10 +286,11 @@ class PushJobs(DurableJobs):
         return sorted(out, key=lambda r: -r["requested_at"])
 
 
-def execute_chunk(job_id: int, settings: Settings, store: Store, model: Any, ls: LabelStudioClient | None = None,
-                  claimed: bool = False) -> str:
-    """Run one chunk job to its end with `model` (as in `label_chunk`). A retry (a worker died mid-chunk) skips the
-    tasks that already have a prediction of the version, so nothing is predicted twice."""
+def execute_chunk(job_id: int, settings: Settings, store: Store, make_model: Callable[[], Any],
+                  ls: LabelStudioClient | None = None, claimed: bool = False) -> str:
+    """Run one chunk job to its end with the model `make_model` returns (as in `label_chunk`), made once the job is
+    claimed: a worker that dies before claiming leaves the job to be sent again. A retry (a worker died mid-chunk)
+    skips the tasks that already have a prediction of the version, so nothing is predicted twice."""
     jobs = PushJobs(store, settings)
     if not claimed and not jobs.claim(job_id):
         return "not claimed"
@@ -299,6 +300,7 @@ def execute_chunk(job_id: int, settings: Settings, store: Store, model: Any, ls:
     beat.start()
     try:
         kind = PushKind(job.get("kind") or PushKind.PRELABEL)
+        model = make_model()
         project = store.project(job["project_id"]) or {}
         report = Report(project=job["ls_project"], model_version=job["model_version"])
         tasks = list(job["tasks"])
@@ -339,6 +341,11 @@ class PushChore:
         self.make_model = make_model
         self._model: Any = None
 
+    def _made(self) -> Any:
+        if self._model is None:
+            self._model = self.make_model()
+        return self._model
+
     def __call__(self) -> bool:
         self.jobs.reap()
         if self.settings.redis_url:
@@ -347,9 +354,7 @@ class PushChore:
         job_id = self.jobs.claim_next()
         if job_id is None:
             return False
-        if self._model is None:
-            self._model = self.make_model()
-        execute_chunk(job_id, self.settings, self.store, self._model, claimed=True)
+        execute_chunk(job_id, self.settings, self.store, self._made, claimed=True)
         return True
 
 

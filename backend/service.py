@@ -160,7 +160,9 @@ class AnnotationService:
 
     def predict(self, tasks: Any, label_config: Any, project: Any = None,
                 context: Any = None) -> list[dict[str, Any] | list]:
-        """One item per task, in order: a prediction dict, or [] when no control has a bundle."""
+        """One item per task, in order: a prediction dict, or [] when no control has a bundle, when PREDICT_SECONDS
+        ran out before the task (`_defer`), or when its prediction is already on its way to Label Studio."""
+        received = time.monotonic()
         if not isinstance(tasks, list):
             raise ApiError("'tasks' must be a list of Label Studio tasks", status=400)
         if len(tasks) > self.settings.max_tasks_per_request:
@@ -193,9 +195,9 @@ class AnnotationService:
         models = [(control, self.registry.ensemble(ref), self.registry.columns(ref, control) or [])
                   for control, ref in served]
         defer = self.defer_review
-        started = time.monotonic()
+        started = time.monotonic()  # models loaded: the pace of the work is counted from here
         # PREDICT_SECONDS bounds the whole answer, LLM_INLINE_SECONDS the LLM's part of it.
-        answer_by = started + (self.settings.predict_seconds if not self.pushing else float("inf"))
+        answer_by = received + (self.settings.predict_seconds if not self.pushing else float("inf"))
         deadline = min(started + self.settings.llm_inline_seconds, answer_by)
         queued = 0
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]

@@ -46,7 +46,7 @@ def run_chunk(job_id: int) -> str:
     the server's."""
     settings = Settings.from_env()
     store = Store(settings.database_url)
-    return execute_chunk(job_id, settings, store, service_for_pushes(settings, store))
+    return execute_chunk(job_id, settings, store, lambda: service_for_pushes(settings, store))
 
 
 def _open(settings: Settings, project_id: int, ls: LabelStudioClient | None, store: Store | None = None
