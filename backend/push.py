@@ -288,9 +288,9 @@ class PushJobs(DurableJobs):
 
 def execute_chunk(job_id: int, settings: Settings, store: Store, make_model: Callable[[], Any],
                   ls: LabelStudioClient | None = None, claimed: bool = False) -> str:
-    """Run one chunk job to its end with the model `make_model` returns (as in `label_chunk`), made once the job is
-    claimed: a worker that dies before claiming leaves the job to be sent again. A retry (a worker died mid-chunk)
-    skips the tasks that already have a prediction of the version, so nothing is predicted twice."""
+    """Run one chunk job to its end with the model `make_model` returns (as in `label_chunk`). The model is made
+    after the claim, so a job rq handed over is claimed at once, before any slow import. A retry (a worker died
+    mid-chunk) skips the tasks that already have a prediction of the version, so nothing is predicted twice."""
     jobs = PushJobs(store, settings)
     if not claimed and not jobs.claim(job_id):
         return "not claimed"
