@@ -222,25 +222,25 @@ class PushJobs(DurableJobs):
         return ids
 
     def _open(self, project_id: int, version: str, pushed_only: bool = False) -> tuple[set[int], set[int]]:
-        """(ids of the tasks that unfinished chunks of this project and version hold, those chunks' ids)."""
+        """(ids of the tasks that unfinished chunks of this project and version hold, those chunks' ids). The heavy
+        `tasks` column is read only for chunks written before `task_ids` existed."""
         c = prelabel_jobs.c
-        q = select(c.id, c.task_ids, c.tasks).where(and_(c.ls_project == project_id, c.model_version == version,
-                                                         c.status != JobState.DONE))
+        q = select(c.id, c.task_ids).where(and_(c.ls_project == project_id, c.model_version == version,
+                                                c.status != JobState.DONE))
         if pushed_only:
             q = q.where(or_(c.kind.is_(None), c.kind != PushKind.WARM))
         with self.store.engine.connect() as conn:
             rows = conn.execute(q).all()
-        held = {int(t) for r in rows for t in (r.task_ids if r.task_ids is not None else [x["id"] for x in r.tasks])}
+            older = [r.id for r in rows if r.task_ids is None]
+            old_tasks = conn.execute(select(c.tasks).where(c.id.in_(older))).scalars().all() if older else []
+        held = {int(t) for r in rows if r.task_ids is not None for t in r.task_ids}
+        held.update(int(t["id"]) for tasks in old_tasks for t in tasks)
         return held, {r.id for r in rows}
 
     def held(self, project_id: int, version: str) -> set[int]:
         """Tasks whose prediction of `version` is on its way to Label Studio: a /predict answers them empty rather
         than twice."""
-        c = prelabel_jobs.c
-        with self.store.engine.connect() as conn:
-            waiting = conn.execute(select(c.id).where(and_(c.ls_project == project_id, c.model_version == version,
-                                                           c.status != JobState.DONE)).limit(1)).first()
-        return self._open(project_id, version, pushed_only=True)[0] if waiting else set()
+        return self._open(project_id, version, pushed_only=True)[0]
 
     def for_run(self, project_id: int, version: str) -> list[dict[str, Any]]:
         q = select(*[c for c in prelabel_jobs.c if c.name not in self.heavy_columns]).where(and_(
@@ -368,9 +368,7 @@ def served_version(settings: Settings, pid: str, label_config: str) -> str:
         space = parse_label_config(label_config)
     except LabelConfigError:
         return UNTRAINED_VERSION
-    registry = ModelRegistry(settings)
-    refs = [ref for control, ref in registry.resolve(space, pid) if ref is not None and registry.columns(ref, control)]
-    return combined_version(refs)
+    return combined_version([ref for _, ref in ModelRegistry(settings).served(space, pid) if ref is not None])
 
 
 def schedule_refresh(settings: Settings, store: Store, pid: str, ls: LabelStudioClient | None = None) -> int:

@@ -85,11 +85,17 @@ class AnnotationService:
                     self._background = bg
         bg.wake.set()
 
+    @classmethod
+    def for_pushing(cls, settings: Settings, store: Store | None = None,
+                    registry: ModelRegistry | None = None) -> AnnotationService:
+        """A service that predicts what `backend.push` pushes: LLM review inline (a pushed prediction is final), no
+        PREDICT_SECONDS cut, no background loop of its own."""
+        return cls(settings.with_(review_mode="inline"), registry=registry, store=store, background=False,
+                   pushing=True)
+
     def for_pushes(self) -> AnnotationService:
-        """A service that predicts what `backend.push` pushes, with this one's models and database: LLM review
-        inline (a pushed prediction is final), no PREDICT_SECONDS cut, no background loop of its own."""
-        return type(self)(self.settings.with_(review_mode="inline"), registry=self.registry, store=self.store,
-                          background=False, pushing=True)
+        """`for_pushing` with this service's models and database."""
+        return self.for_pushing(self.settings, self.store, self.registry)
 
     @property
     def defer_review(self) -> bool:
@@ -111,11 +117,8 @@ class AnnotationService:
             raise ApiError(str(exc), status=422) from exc
 
     def _resolve(self, project: Any, space: LabelSpace) -> list[tuple[ChoiceControl, BundleRef | None]]:
-        """Each control's serving bundle; one that shares fewer than two labels with the control does not count."""
-        out = []
-        for control, ref in self.registry.resolve(space, self.project(project)):
-            out.append((control, ref if ref is not None and self.registry.columns(ref, control) else None))
-        return out
+        """Each control's serving bundle (`ModelRegistry.served`)."""
+        return self.registry.served(space, self.project(project))
 
     def _note(self, project: Any, space: LabelSpace, resolved: list, label_config: str) -> str:
         version = combined_version([r for _, r in resolved if r is not None])

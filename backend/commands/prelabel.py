@@ -33,12 +33,10 @@ if TYPE_CHECKING:
     from backend.service import AnnotationService
 
 
-def service_for_pushes(settings: Settings, store: Store | None = None) -> AnnotationService:
-    """The service `backend.push` predicts with: LLM review inline (a pushed prediction is final), no
-    PREDICT_SECONDS cut, no background loop."""
+def _pushing_service(settings: Settings, store: Store | None = None) -> AnnotationService:
     from model import AutoAnnotatorModel
 
-    return AutoAnnotatorModel(settings.with_(review_mode="inline"), background=False, store=store, pushing=True)
+    return AutoAnnotatorModel.for_pushing(settings, store)
 
 
 def run_chunk(job_id: int) -> str:
@@ -46,7 +44,7 @@ def run_chunk(job_id: int) -> str:
     the server's."""
     settings = Settings.from_env()
     store = Store(settings.database_url)
-    return execute_chunk(job_id, settings, store, lambda: service_for_pushes(settings, store))
+    return execute_chunk(job_id, settings, store, lambda: _pushing_service(settings, store))
 
 
 def _open(settings: Settings, project_id: int, ls: LabelStudioClient | None, store: Store | None = None
@@ -54,7 +52,7 @@ def _open(settings: Settings, project_id: int, ls: LabelStudioClient | None, sto
     ls = ls or LabelStudioClient.from_settings(settings)
     if ls is None:
         raise SystemExit("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY to pre-label a Label Studio project")
-    model = service_for_pushes(settings, store)
+    model = _pushing_service(settings, store)
     project = ls.project(project_id)
     label_config = project.get("label_config") or ""
     # Its data is kept where /predict and the webhooks of this Label Studio keep it.

@@ -63,6 +63,11 @@ class ModelRegistry:
             out.append((c, ref or self.current(c.bundle_key) or self._closest_shared(c)))
         return out
 
+    def served(self, space: LabelSpace, project_id: str | None = None) -> list[tuple[ChoiceControl, BundleRef | None]]:
+        """`resolve`, where a bundle that shares fewer than two labels with its control does not count."""
+        return [(c, ref if ref is not None and self.columns(ref, c) else None)
+                for c, ref in self.resolve(space, project_id)]
+
     def _closest_shared(self, control: ChoiceControl) -> BundleRef | None:
         """A shared bundle of the same mode sharing the most labels (at least two) with the control:
         adding or removing one choice must not leave a project without predictions."""
