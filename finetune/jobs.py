@@ -20,6 +20,7 @@ class TrainingJobs(DurableJobs):
     table = training_jobs
     rq_function = "finetune.worker.run_job"
     rq_prefix = "aa-train"
+    error_column = "outcome"
 
     # -- asking for work ------------------------------------------------------------------------
     def request(self, project_id: str, reason: str, seen_seq: int | None = None) -> dict[str, Any] | None:
@@ -92,7 +93,7 @@ class TrainingJobs(DurableJobs):
     def release(self, job_id: int, outcome: str) -> None:
         """Back to pending after a failure, or failed for good once attempts are used up."""
         try:
-            self.retry_or_fail(job_id, outcome, column="outcome")
+            self.retry_or_fail(job_id, outcome)
         except IntegrityError:  # a newer job already waits for this project: it trains on the same data and more
             self.set(job_id, None, status=JobState.FAILED, finished_at=time.time(),
                      outcome=f"{outcome[:3000]}; not retried: a newer waiting job of the project takes over")

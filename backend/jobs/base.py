@@ -32,6 +32,7 @@ class DurableJobs:
     rq_function: ClassVar[str]  # dotted path rq imports in the worker; called with the job id
     rq_prefix: ClassVar[str]
     heavy_columns: ClassVar[Sequence[str]] = ()  # left out of brief listings
+    error_column: ClassVar[str] = "error"
 
     def __init__(self, store: Store, settings: Settings):
         self.store = store
@@ -74,11 +75,11 @@ class DurableJobs:
                 return job["id"]
         return None
 
-    def retry_or_fail(self, job_id: int, error: str, column: str = "error") -> JobState:
+    def retry_or_fail(self, job_id: int, error: str) -> JobState:
         """After a failed attempt: back to pending, or failed for good once JOB_MAX_ATTEMPTS are used up."""
         job = self.get(job_id)
         state = JobState.PENDING if job and job["attempts"] < self.settings.job_max_attempts else JobState.FAILED
-        self.set(job_id, None, status=state, **{column: error[:4000]},
+        self.set(job_id, None, status=state, **{self.error_column: error[:4000]},
                  finished_at=time.time() if state == JobState.FAILED else None)
         return state
 
@@ -86,13 +87,31 @@ class DurableJobs:
         raise NotImplementedError
 
     def reap(self) -> int:
-        """Running jobs whose process died: retried, or failed after the last attempt."""
+        """Jobs whose process died: running ones are retried, or failed after the last attempt; queued ones whose rq
+        job will never claim them are sent again (`orphans`)."""
         now = time.time()
         stale = [j for j in self.list(status=JobState.RUNNING) if self.is_stale(j, now)]
         for job in stale:
             log.warning("%s job %s lost its worker (attempt %s)", self.rq_prefix, job["id"], job["attempts"])
             self.lost(job)
-        return len(stale)
+        return len(stale) + self.orphans()
+
+    def orphans(self) -> int:
+        """Queued rows whose rq job is gone or ended without claiming them (a worker killed between taking the rq
+        job and claiming the row, Redis restarted empty): back to pending, to be sent again. Each such loss uses an
+        attempt, so a job that can never start fails after JOB_MAX_ATTEMPTS instead of cycling."""
+        queued = {j["rq_job_id"]: j for j in self.list(status=JobState.QUEUED, brief=True) if j.get("rq_job_id")}
+        lost = self.sender.unclaimable(sorted(queued), grace=self.settings.job_stale_seconds)
+        for rq_id in lost:
+            job = queued[rq_id]
+            attempts = job["attempts"] + 1
+            state = JobState.PENDING if attempts < self.settings.job_max_attempts else JobState.FAILED
+            log.warning("%s job %s: its rq job %s will never run it; %s", self.rq_prefix, job["id"], rq_id,
+                        "sent again" if state == JobState.PENDING else "failed")
+            self.set(job["id"], JobState.QUEUED, status=state, attempts=attempts,
+                     finished_at=time.time() if state == JobState.FAILED else None,
+                     **{self.error_column: f"rq job {rq_id} ended or vanished before the job was claimed"})
+        return len(lost)
 
     def lost(self, job: dict[str, Any]) -> None:
         self.retry_or_fail(job["id"], f"worker lost during attempt {job['attempts']}")

@@ -7,7 +7,9 @@ for the next dispatch, so nothing depends on Redis being up when the work is ask
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 from backend.settings import Settings
@@ -20,18 +22,22 @@ class RqSender:
         self.settings = settings
         self._redis: Any = None
 
+    def _connection(self) -> Any:
+        from redis import Redis
+
+        if self._redis is None:
+            self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.2, socket_timeout=2)
+        return self._redis
+
     def send(self, rows: list[dict[str, Any]], func: str, prefix: str, mark_queued: Callable[[int, str], None]) -> int:
         """Enqueue `func(row id)` per row (rq id `<prefix>-<id>-<attempt>`); returns how many were sent."""
         if not self.settings.redis_url or not rows:
             return 0
         sent = 0
         try:
-            from redis import Redis
             from rq import Queue
 
-            if self._redis is None:
-                self._redis = Redis.from_url(self.settings.redis_url, socket_connect_timeout=0.2, socket_timeout=2)
-            queue = Queue(self.settings.queue_name, connection=self._redis)
+            queue = Queue(self.settings.queue_name, connection=self._connection())
             for row in rows:
                 rq_id = f"{prefix}-{row['id']}-{row['attempts']}"
                 queue.enqueue(func, row["id"], job_id=rq_id, job_timeout=-1, result_ttl=86400, failure_ttl=86400)
@@ -41,3 +47,33 @@ class RqSender:
             log.warning("could not enqueue %d %s job(s): %s", len(rows) - sent, prefix, exc)
             self._redis = None
         return sent
+
+    def unclaimable(self, rq_ids: list[str], grace: float) -> list[str]:
+        """Of these rq jobs, the ones that will never claim their row: gone from Redis (it restarted empty), ended
+        (failed, stopped, canceled, or finished without claiming), or started more than `grace` seconds ago by a
+        worker that died before its first step. A job still waiting in the queue is fine. Redis unreachable: none,
+        decided on a later turn."""
+        if not self.settings.redis_url or not rq_ids:
+            return []
+        try:
+            from rq.job import Job, JobStatus
+
+            jobs = Job.fetch_many(rq_ids, connection=self._connection())
+            now = time.time()
+            out = []
+            for rq_id, job in zip(rq_ids, jobs, strict=True):
+                status = job.get_status(refresh=False) if job is not None else None
+                if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+                    continue
+                if status == JobStatus.STARTED:
+                    started = job.started_at
+                    if started is not None and started.tzinfo is None:  # rq before 2 wrote naive UTC
+                        started = started.replace(tzinfo=UTC)
+                    if started is None or now - started.timestamp() <= grace:
+                        continue
+                out.append(rq_id)
+            return out
+        except Exception as exc:
+            log.warning("could not read rq jobs: %s", exc)
+            self._redis = None
+            return []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import SENTIMENT_XML
+from tests.conftest import ROOT, SENTIMENT_XML
 from tests.learning_helpers import annotation_event
 
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -148,5 +148,90 @@ def test_a_worker_killed_mid_review_loses_nothing_and_the_review_is_finished_by_
             assert [r["route"] for r in recs] == ["llm"] * len(texts)  # none left pending, none lost
             usage = client.get("/llm/usage?project=43").json
             assert fake.calls() <= usage["calls"] <= 100  # what the dead worker sent is counted, never less
+    finally:
+        redis.stop()
+
+
+# -- an rq job lost before it claimed its row ----------------------------------------------------------------------
+def pause_before_claiming(job_id: int) -> None:
+    """An rq function that is slow to reach its claim (a worker still importing torch)."""
+    import time
+
+    time.sleep(300)
+
+
+def test_a_job_whose_rq_job_died_before_claiming_it_is_sent_again(session_settings, tmp_path):
+    """The row is the job: a worker SIGKILLed between taking the rq job and claiming the row, Redis restarted with an
+    empty memory, an rq job that fails before its first step — each leaves the row queued with an rq job that will
+    never run it. The reaper sends it again, and gives up after JOB_MAX_ATTEMPTS rather than cycling."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from backend.store import Store
+    from finetune.jobs import TrainingJobs
+    from tests.integration.test_rq_learning import RedisServer, free_port, wait_for
+
+    class Pausing(TrainingJobs):
+        rq_function = "tests.integration.test_faults.pause_before_claiming"
+
+    class Broken(TrainingJobs):
+        rq_function = "tests.integration.no_such_module.run"
+
+    redis = RedisServer(free_port())
+    redis.start()
+    settings = session_settings.with_(database_url=f"sqlite:///{tmp_path}/db.sqlite", job_stale_seconds=1.0,
+                                      redis_url=f"redis://127.0.0.1:{redis.port}/0", queue_name="aa-orphans")
+    store = Store(settings.database_url)
+    rq_cli = [str(Path(sys.executable).parent / "rq"), "worker", "-u", settings.redis_url, settings.queue_name]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        # 1. Taken by a worker that dies before the claim.
+        jobs = Pausing(store, settings)
+        job_id = jobs.request("orphan.1", "test")["id"]
+        assert jobs.dispatch() == 1 and jobs.get(job_id)["status"] == "queued"
+        assert jobs.reap() == 0  # waiting in the queue: nothing to do
+        worker = subprocess.Popen(rq_cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            from redis import Redis
+            from rq.job import Job
+
+            conn = Redis.from_url(settings.redis_url)
+            rq_id = jobs.get(job_id)["rq_job_id"]
+            wait_for(lambda: Job.fetch(rq_id, connection=conn).get_status() == "started", 60, "the worker to start")
+            assert jobs.reap() == 0  # just started: within the grace
+        finally:
+            horse = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+            for pid in [worker.pid, *map(int, horse)]:
+                os.kill(pid, 9)
+            worker.wait(10)
+        wait_for(lambda: jobs.reap() == 1, 10, "the reaper to see the dead worker's job")
+        job = jobs.get(job_id)
+        assert (job["status"], job["attempts"]) == ("pending", 1) and "before the job was claimed" in job["outcome"]
+        assert jobs.dispatch() == 1 and jobs.get(job_id)["rq_job_id"] == f"aa-train-{job_id}-1"
+
+        # 2. Redis restarted with nothing in memory.
+        redis.stop()
+        assert jobs.reap() == 0 and jobs.get(job_id)["status"] == "queued"  # Redis down: nothing decided
+        redis.start()
+        assert jobs.reap() == 1 and jobs.get(job_id)["status"] == "pending"
+        assert jobs.dispatch() == 1
+
+        # 3. An rq job that fails before its first step, every time: failed after the last attempt, not cycled.
+        broken = Broken(store, settings.with_(queue_name="aa-orphans-broken"))
+        bad = broken.request("orphan.2", "test")["id"]
+        states = []
+        for _ in range(settings.job_max_attempts + 1):
+            if broken.dispatch() == 0:
+                break
+            subprocess.run([*rq_cli[:-1], "aa-orphans-broken", "--burst"], cwd=ROOT, env=env, capture_output=True,
+                           timeout=120)
+            broken.reap()
+            states.append(broken.get(bad)["status"])
+        assert states == ["pending"] * (settings.job_max_attempts - 1) + ["failed"]
+        assert broken.get(bad)["attempts"] == settings.job_max_attempts
+        assert jobs.get(job_id)["status"] == "queued"  # the other job was left alone
     finally:
         redis.stop()
