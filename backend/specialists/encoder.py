@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,11 @@ class SentenceEncoder:
         model = rt.load_pretrained(AutoModel.from_pretrained, name_or_path)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.dim = int(self.model.config.hidden_size)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time
+        self._asks_lock = threading.Lock()
+        self._asks: list[_Ask] = []
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
+        self.passes = 0  # forward passes run (several waiting requests share one)
 
     @property
     def depth(self) -> int:
@@ -68,29 +72,65 @@ class SentenceEncoder:
         pooled = self._pooled(texts)
         return np.ascontiguousarray(pooled[:, :layers].reshape(len(pooled), layers * self.dim))
 
-    @torch.inference_mode()
     def _pooled(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads."""
-        key = tuple(texts)
+        """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads.
+
+        Requests that wait for the encoder are encoded together: whoever gets it next runs every waiting thread's
+        texts in one pass and hands each its rows. Under load a request of a few tweets then rides in a batch of
+        dozens, where a tweet costs less than in a batch of its own.
+        """
+        ask = _Ask(tuple(texts))
+        with self._asks_lock:
+            self._asks.append(ask)
         with self._lock:
-            if self._last is not None and self._last[0] == key:
+            if ask.out is not None:  # encoded with another thread's batch while we waited
+                return ask.out
+            if self._last is not None and self._last[0] == ask.texts:
+                with self._asks_lock:
+                    self._asks = [a for a in self._asks if a is not ask]
                 return self._last[1]
-            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-            ids = enc["input_ids"]
-            out = np.zeros((len(ids), self.depth, self.dim), dtype=np.float32)
-            for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
-                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
-                                            "attention_mask": [enc["attention_mask"][i] for i in idx]},
-                                           return_tensors="pt", pad_to_multiple_of=8)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                hidden = self.model(**batch, output_hidden_states=True).hidden_states[1:][::-1]
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
-                count = mask.sum(1).clamp(min=1)
-                pooled = torch.stack([(h * mask).sum(1) / count for h in hidden], dim=1)
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-                out[idx] = pooled.cpu().numpy()
-            self._last = (key, out)
-            return out
+            with self._asks_lock:  # ours first: if the thread that took it failed, we run it ourselves
+                take, size = [ask], len(ask.texts)
+                for other in self._asks:
+                    if other is not ask and size + len(other.texts) <= _ENCODE_CHUNK:
+                        take.append(other)
+                        size += len(other.texts)
+                self._asks = [a for a in self._asks if all(a is not t for t in take)]
+            union = list(dict.fromkeys(t for a in take for t in a.texts))
+            pooled = self._forward(union)
+            row = {t: i for i, t in enumerate(union)}
+            for a in take:
+                alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text
+                a.out = pooled if alone else pooled[[row[t] for t in a.texts]]
+            self.passes += 1
+            self._last = (ask.texts, ask.out)
+            return ask.out
+
+    @torch.inference_mode()
+    def _forward(self, texts: Sequence[str]) -> np.ndarray:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        out = np.zeros((len(ids), self.depth, self.dim), dtype=np.float32)
+        for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
+                                        "attention_mask": [enc["attention_mask"][i] for i in idx]},
+                                       return_tensors="pt", pad_to_multiple_of=8)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch, output_hidden_states=True).hidden_states[1:][::-1]
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+            count = mask.sum(1).clamp(min=1)
+            pooled = torch.stack([(h * mask).sum(1) / count for h in hidden], dim=1)
+            pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+            out[idx] = pooled.cpu().numpy()
+        return out
+
+
+@dataclass(eq=False)
+class _Ask:
+    """One thread's texts waiting for the encoder, and their rows once encoded."""
+
+    texts: tuple[str, ...]
+    out: np.ndarray | None = None
 
 
 _ENCODERS: dict[tuple[str, str, str], SentenceEncoder] = {}

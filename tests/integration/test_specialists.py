@@ -289,3 +289,31 @@ def test_specialists_with_one_tokenizer_tokenise_a_request_once(minilm_classifie
     np.testing.assert_allclose(pa, pb, atol=1e-6)  # same checkpoint, same answers
     a.predict_proba(["another request"])
     assert calls == [3, 1]
+
+
+def test_requests_waiting_for_the_encoder_share_one_pass(sample):
+    """Threads that wait while the encoder is busy are encoded together in one forward pass, and each gets exactly
+    the rows of its own texts (repeats included), as it would alone."""
+    import threading
+
+    from backend.specialists.encoder import SentenceEncoder, default_encoder_name
+
+    _, _, xte, _ = sample
+    enc = SentenceEncoder(default_encoder_name(), dtype="float32")
+    asks = [xte[i * 5:i * 5 + 5] for i in range(6)] + [[xte[0], xte[0], xte[40]]]
+    alone = [enc.encode(a, 2) for a in asks]
+    enc._last = None
+    results: dict[int, np.ndarray] = {}
+    before = enc.passes
+    with enc._lock:  # the encoder is busy: every ask queues behind it
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, enc.encode(asks[i], 2)))
+                   for i in range(len(asks))]
+        for t in threads:
+            t.start()
+        while len(enc._asks) < len(asks):
+            threading.Event().wait(0.01)
+    for t in threads:
+        t.join(60)
+    assert enc.passes - before == 1  # one pass for all seven
+    for i in range(len(asks)):
+        np.testing.assert_allclose(results[i], alone[i], atol=1e-5)
