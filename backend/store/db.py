@@ -176,10 +176,12 @@ class Store:
         were new."""
         if not items:
             return 0
-        try:
-            return self._note_texts(project_id, dict(items))
-        except IntegrityError:  # another process noted some of them first: what is left is new
-            return self._note_texts(project_id, dict(items))
+        for _ in range(7):
+            try:
+                return self._note_texts(project_id, dict(items))
+            except IntegrityError:  # another request noted some of them first: what is left is new
+                continue
+        return 0  # every try lost a race: the others noted these tasks, which is all that is asked
 
     def _note_texts(self, project_id: str, by_task: dict[int, str]) -> int:
         with self.engine.begin() as conn:

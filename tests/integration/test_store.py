@@ -54,6 +54,31 @@ def test_project_texts_are_noted_once_per_task_in_first_seen_order_up_to_the_cap
     assert store.texts("404") == []
 
 
+def test_concurrent_requests_noting_the_same_tasks_never_fail(store):
+    """Requests of one project that carry the same tasks race to note them: every call returns, each task is
+    noted once."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def note(offset: int) -> None:
+        start.wait()
+        try:
+            for i in range(30):
+                store.note_texts("5", [(t, f"task {t}") for t in range(i * 3 + offset, i * 3 + offset + 6)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=note, args=(k % 2,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sorted(store.texts("5")) == sorted(f"task {t}" for t in range(0, 29 * 3 + 1 + 6))
+
+
 def test_processes_creating_the_tables_at_once_on_a_fresh_database(postgres_url):
     """gunicorn and rq workers start together on a new PostgreSQL database: each creates the tables it needs (the
     LLM cache's on its first review). A second CREATE TABLE racing the first must not fail a request."""
