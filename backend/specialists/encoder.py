@@ -11,9 +11,10 @@ classifier worse than the last three. One forward pass serves every depth.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,10 @@ class SentenceEncoder:
         model = rt.load_pretrained(AutoModel.from_pretrained, name_or_path)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.dim = int(self.model.config.hidden_size)
-        self._lock = threading.Lock()  # one forward pass at a time
-        self._asks_lock = threading.Lock()
+        self._ready = threading.Condition()
         self._asks: list[_Ask] = []
+        self._runner: threading.Thread | None = None
+        self._runner_pid = 0
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
         self.passes = 0  # forward passes run (several waiting requests share one)
 
@@ -75,36 +77,54 @@ class SentenceEncoder:
     def _pooled(self, texts: Sequence[str]) -> np.ndarray:
         """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads.
 
-        Requests that wait for the encoder are encoded together: whoever gets it next runs every waiting thread's
-        texts in one pass and hands each its rows. Under load a request of a few tweets then rides in a batch of
-        dozens, where a tweet costs less than in a batch of its own.
+        Every forward pass runs on one thread of the encoder's own, which takes all the requests waiting for it
+        at once and hands each its rows: under load a request of a few tweets rides in a batch of dozens, where a
+        tweet costs less than in a batch of its own, and one thread's buffers serve every pass.
         """
         ask = _Ask(tuple(texts))
-        with self._asks_lock:
+        with self._ready:
+            last = self._last
+            if last is not None and last[0] == ask.texts:
+                return last[1]
+            if self._runner is None or not self._runner.is_alive() or self._runner_pid != os.getpid():
+                self._runner = threading.Thread(target=self._run, name="encoder", daemon=True)
+                self._runner_pid = os.getpid()  # a forked child (gunicorn worker) starts its own
+                self._runner.start()
             self._asks.append(ask)
-        with self._lock:
-            if ask.out is not None:  # encoded with another thread's batch while we waited
-                return ask.out
-            if self._last is not None and self._last[0] == ask.texts:
-                with self._asks_lock:
-                    self._asks = [a for a in self._asks if a is not ask]
-                return self._last[1]
-            with self._asks_lock:  # ours first: if the thread that took it failed, we run it ourselves
-                take, size = [ask], len(ask.texts)
-                for other in self._asks:
-                    if other is not ask and size + len(other.texts) <= _ENCODE_CHUNK:
+            self._ready.notify()
+        ask.done.wait()
+        if ask.error is not None:
+            raise ask.error
+        assert ask.out is not None
+        return ask.out
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._asks:
+                    self._ready.wait()
+                take, size = [self._asks[0]], len(self._asks[0].texts)
+                for other in self._asks[1:]:
+                    if size + len(other.texts) <= _ENCODE_CHUNK:
                         take.append(other)
                         size += len(other.texts)
                 self._asks = [a for a in self._asks if all(a is not t for t in take)]
-            union = list(dict.fromkeys(t for a in take for t in a.texts))
-            pooled = self._forward(union)
-            row = {t: i for i, t in enumerate(union)}
-            for a in take:
-                alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text
-                a.out = pooled if alone else pooled[[row[t] for t in a.texts]]
-            self.passes += 1
-            self._last = (ask.texts, ask.out)
-            return ask.out
+            try:
+                union = list(dict.fromkeys(t for a in take for t in a.texts))
+                pooled = self._forward(union)
+                row = {t: i for i, t in enumerate(union)}
+                for a in take:
+                    alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text
+                    a.out = pooled if alone else pooled[[row[t] for t in a.texts]]
+                self.passes += 1
+                with self._ready:
+                    self._last = (take[-1].texts, take[-1].out)
+            except BaseException as exc:  # each waiting request gets the error, the thread serves the next
+                for a in take:
+                    a.error = exc
+            finally:
+                for a in take:
+                    a.done.set()
 
     @torch.inference_mode()
     def _forward(self, texts: Sequence[str]) -> np.ndarray:
@@ -127,10 +147,12 @@ class SentenceEncoder:
 
 @dataclass(eq=False)
 class _Ask:
-    """One thread's texts waiting for the encoder, and their rows once encoded."""
+    """One request's texts waiting for the encoder, and their rows once encoded."""
 
     texts: tuple[str, ...]
     out: np.ndarray | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 _ENCODERS: dict[tuple[str, str, str], SentenceEncoder] = {}

@@ -292,8 +292,8 @@ def test_specialists_with_one_tokenizer_tokenise_a_request_once(minilm_classifie
 
 
 def test_requests_waiting_for_the_encoder_share_one_pass(sample):
-    """Threads that wait while the encoder is busy are encoded together in one forward pass, and each gets exactly
-    the rows of its own texts (repeats included), as it would alone."""
+    """Requests that arrive while the encoder is busy are encoded together in its next pass, and each gets exactly
+    the rows of its own texts (repeats included), as it would alone; a failed pass fails its requests only."""
     import threading
 
     from backend.specialists.encoder import SentenceEncoder, default_encoder_name
@@ -303,17 +303,36 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
     asks = [xte[i * 5:i * 5 + 5] for i in range(6)] + [[xte[0], xte[0], xte[40]]]
     alone = [enc.encode(a, 2) for a in asks]
     enc._last = None
+    forward, entered, gate = enc._forward, threading.Event(), threading.Event()
+
+    def busy(texts):  # the first pass is slow: everything asked meanwhile waits for the next
+        entered.set()
+        gate.wait(60)
+        return forward(texts)
+
+    enc._forward = busy
     results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, enc.encode(asks[i], 2)))
+               for i in range(len(asks))]
     before = enc.passes
-    with enc._lock:  # the encoder is busy: every ask queues behind it
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, enc.encode(asks[i], 2)))
-                   for i in range(len(asks))]
-        for t in threads:
-            t.start()
-        while len(enc._asks) < len(asks):
-            threading.Event().wait(0.01)
+    threads[0].start()
+    assert entered.wait(60)  # the encoder is busy with the first request
+    for t in threads[1:]:
+        t.start()
+    while len(enc._asks) < len(asks) - 1:
+        threading.Event().wait(0.01)
+    gate.set()
     for t in threads:
         t.join(60)
-    assert enc.passes - before == 1  # one pass for all seven
+    assert enc.passes - before == 2  # the first request, then the six that waited, together
     for i in range(len(asks)):
         np.testing.assert_allclose(results[i], alone[i], atol=1e-5)
+
+    def broken(texts):
+        raise RuntimeError("out of memory")
+
+    enc._forward = broken
+    with pytest.raises(RuntimeError, match="out of memory"):
+        enc.encode(["a text never seen"], 2)
+    enc._forward = forward
+    np.testing.assert_allclose(enc.encode(asks[0], 2), alone[0], atol=1e-5)  # the encoder still serves
