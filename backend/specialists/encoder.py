@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +49,11 @@ class SentenceEncoder:
         model = rt.load_pretrained(AutoModel.from_pretrained, name_or_path)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.dim = int(self.model.config.hidden_size)
-        self._ready = threading.Condition()
-        self._asks: list[_Ask] = []
-        self._runner: threading.Thread | None = None
-        self._runner_pid = 0
+        self._fresh_runner()
+        # A forked child (a gunicorn worker of a preloaded app) has no runner thread, and a lock its parent's
+        # runner held at the fork would stay held: it starts afresh.
+        fresh = weakref.WeakMethod(self._fresh_runner)
+        os.register_at_fork(after_in_child=lambda: (method := fresh()) is not None and method())
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
         self.passes = 0  # forward passes run (several waiting requests share one)
 
@@ -86,9 +88,8 @@ class SentenceEncoder:
             last = self._last
             if last is not None and last[0] == ask.texts:
                 return last[1]
-            if self._runner is None or not self._runner.is_alive() or self._runner_pid != os.getpid():
+            if self._runner is None or not self._runner.is_alive():
                 self._runner = threading.Thread(target=self._run, name="encoder", daemon=True)
-                self._runner_pid = os.getpid()  # a forked child (gunicorn worker) starts its own
                 self._runner.start()
             self._asks.append(ask)
             self._ready.notify()
@@ -97,6 +98,11 @@ class SentenceEncoder:
             raise ask.error
         assert ask.out is not None
         return ask.out
+
+    def _fresh_runner(self) -> None:
+        self._ready = threading.Condition()
+        self._asks: list[_Ask] = []
+        self._runner: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:

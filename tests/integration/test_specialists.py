@@ -294,7 +294,9 @@ def test_specialists_with_one_tokenizer_tokenise_a_request_once(minilm_classifie
 def test_requests_waiting_for_the_encoder_share_one_pass(sample):
     """Requests that arrive while the encoder is busy are encoded together in its next pass, and each gets exactly
     the rows of its own texts (repeats included), as it would alone; a failed pass fails its requests only."""
+    import os
     import threading
+    import time
 
     from backend.specialists.encoder import SentenceEncoder, default_encoder_name
 
@@ -336,3 +338,17 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
         enc.encode(["a text never seen"], 2)
     enc._forward = forward
     np.testing.assert_allclose(enc.encode(asks[0], 2), alone[0], atol=1e-5)  # the encoder still serves
+
+    # A forked child (a gunicorn worker of a preloaded app) gets an encoder thread of its own.
+    child = os.fork()
+    if child == 0:
+        try:
+            os._exit(0 if np.allclose(enc.encode(asks[1], 2), alone[1], atol=1e-5) else 1)
+        finally:
+            os._exit(2)
+    deadline = time.time() + 60
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(child, 9)
+    assert done[0] == child and os.waitstatus_to_exitcode(done[1]) == 0
