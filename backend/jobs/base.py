@@ -2,7 +2,8 @@
 
 A job is written as `pending` before anything is sent to Redis, so work asked for while Redis is down loses
 nothing: the loop sends pending rows once Redis answers. A job is claimed by one atomic UPDATE, so two workers
-never run it twice; a running job whose process died is found by `is_stale` and retried, up to JOB_MAX_ATTEMPTS.
+never run it twice; a running job whose process died is found by `is_stale`, and a queued one whose rq job will never
+claim it by `orphans`; both are retried, up to JOB_MAX_ATTEMPTS.
 Training stages (`finetune.jobs.TrainingJobs`) and LLM review batches (`backend.review.jobs.ReviewJobs`) are
 both kinds of it.
 """
