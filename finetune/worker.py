@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False) -> str:
     """Run one job to its end state. Promotion happens inside, atomically, or not at all."""
-    from finetune.trainer import run_stage
-
     jobs = TrainingJobs(store, settings)
     if not claimed and not jobs.claim(job_id):
         job = jobs.get(job_id)
@@ -33,6 +31,9 @@ def execute(job_id: int, settings: Settings, store: Store, claimed: bool = False
     beat = Heartbeat(jobs, job_id, max(0.5, settings.job_stale_seconds / 4))
     beat.start()
     try:
+        # Imported once the heartbeat runs: on a busy machine a niced child can take a minute to import torch.
+        from finetune.trainer import run_stage
+
         outcome = run_stage(job["project_id"], settings, store)
         jobs.finish(job_id, outcome.status, "; ".join(outcome.notes), outcome.versions, outcome.data_seq)
         log.info("training job %s: %s %s", job_id, outcome.status, outcome.notes)

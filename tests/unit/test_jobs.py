@@ -61,3 +61,48 @@ def test_a_lost_job_is_not_retried_beside_a_newer_waiting_one(session_settings, 
     jobs.release(alone, "worker lost during attempt 1")  # nothing else waits: back to pending
     assert jobs.get(alone)["status"] == "pending"
     store.engine.dispose()
+
+
+def test_a_stage_beats_before_it_imports_the_trainer(session_settings, database_url, monkeypatch):
+    """On a busy machine the niced training child can take a minute to import torch: its heartbeat must already run
+    then, or the reaper takes the stage for dead and a second worker trains it again."""
+    import importlib.abc
+    import importlib.util
+    import sys
+    import threading
+    import types
+
+    from backend.decision.states import JobState
+    from finetune import worker
+
+    store = Store(database_url)
+    jobs = TrainingJobs(store, session_settings)
+    job_id = jobs.request("6", "test")["id"]
+    assert jobs.claim(job_id)
+    beating: list[bool] = []
+
+    def run_stage(project_id, settings, store):
+        return types.SimpleNamespace(status=JobState.SKIPPED, notes=["nothing to train"], versions=None, data_seq=0)
+
+    class Trainer(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            return importlib.util.spec_from_loader(name, self) if name == "finetune.trainer" else None
+
+        def create_module(self, spec):
+            beating.append(any(t.name == f"heartbeat-{job_id}" and t.is_alive() for t in threading.enumerate()))
+            module = types.ModuleType(spec.name)
+            module.run_stage = run_stage
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    import finetune
+    import finetune.trainer
+
+    monkeypatch.setattr(finetune, "trainer", finetune.trainer)  # restored after the stand-in's import replaces it
+    monkeypatch.delitem(sys.modules, "finetune.trainer")
+    monkeypatch.setattr(sys, "meta_path", [Trainer(), *sys.meta_path])
+    assert worker.execute(job_id, session_settings, store, claimed=True) == JobState.SKIPPED
+    assert beating == [True]
+    store.engine.dispose()
