@@ -61,6 +61,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 0)  # a 10,000-task predict may take a while; LS waits 100 s
+            # A client reusing a kept-alive connection at the moment the server closes it gets a reset, and its
+            # request is lost: with gunicorn's 2 s that met a busy client's pauses between requests.
+            self.cfg.set("keepalive", 75)
             self.cfg.set("preload_app", True)
             # gunicorn's control socket lives in $HOME and would be shared by every instance of this user.
             self.cfg.set("control_socket_disable", True)

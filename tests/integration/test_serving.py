@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 from backend.datasets import load_labelled
@@ -51,3 +52,42 @@ def test_concurrent_requests_share_one_model_and_agree(app_model, session_settin
     strip = [[(r["result"][0]["value"], r["score"]) for r in res] for res in [expected, *answers]]
     assert all(a == strip[0] for a in strip)
     assert app_model.registry.loads == loads_before  # nothing reloaded per request
+
+
+def test_the_server_keeps_an_idle_connection_open_for_the_client_to_reuse(session_settings, tmp_path):
+    """A client that pauses between requests reuses its kept-alive connection: were the server to close it first,
+    a request sent at that moment would meet a reset and be lost (seen under load with gunicorn's 2 s)."""
+    import os
+    import socket
+    import time
+
+    from tests.integration.test_rq_learning import free_port
+    from tests.integration.test_spend import CLI, _stop
+
+    port = free_port()
+    env = {**os.environ, **session_settings.with_(data_dir=tmp_path, model_dir=tmp_path / "models").to_env(),
+           "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([CLI, "serve", "--no-bootstrap", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: keep-alive\r\n\r\n".encode()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        with conn:
+            for pause in (0, 5):
+                time.sleep(pause)
+                conn.sendall(request)
+                head = conn.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200"), head[:200]
+                length = int(head.split(b"\r\n\r\n")[0].lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += conn.recv(65536)
+    finally:
+        _stop(server)
