@@ -221,7 +221,8 @@ def main() -> int:
                               "machine": machine(),
                               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-load-")))
+        # A training child the server started may still be writing there when the server is stopped.
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-load-", ignore_cleanup_errors=True)))
         log = stack.enter_context((tmp / "server.log").open("w"))
         data_dir = args.data_dir or tmp / "data"
         ensure_bundle(data_dir, log)
