@@ -79,8 +79,13 @@ class DurableJobs:
     def retry_or_fail(self, job_id: int, error: str) -> JobState:
         """After a failed attempt: back to pending, or failed for good once JOB_MAX_ATTEMPTS are used up."""
         job = self.get(job_id)
-        state = JobState.PENDING if job and job["attempts"] < self.settings.job_max_attempts else JobState.FAILED
-        self.set(job_id, None, status=state, **{self.error_column: error[:4000]},
+        return self._retry_or_fail(job_id, job["attempts"] if job else self.settings.job_max_attempts, error)
+
+    def _retry_or_fail(self, job_id: int, used: int, error: str, expect: JobState | None = None,
+                       **values: Any) -> JobState:
+        """`used`: the attempts the job has had, this one included."""
+        state = JobState.PENDING if used < self.settings.job_max_attempts else JobState.FAILED
+        self.set(job_id, expect, status=state, **{self.error_column: error[:4000]}, **values,
                  finished_at=time.time() if state == JobState.FAILED else None)
         return state
 
@@ -106,12 +111,10 @@ class DurableJobs:
         for rq_id in lost:
             job = queued[rq_id]
             attempts = job["attempts"] + 1
-            state = JobState.PENDING if attempts < self.settings.job_max_attempts else JobState.FAILED
+            state = self._retry_or_fail(job["id"], attempts, f"rq job {rq_id} ended or vanished before the job was "
+                                        "claimed", expect=JobState.QUEUED, attempts=attempts)
             log.warning("%s job %s: its rq job %s will never run it; %s", self.rq_prefix, job["id"], rq_id,
                         "sent again" if state == JobState.PENDING else "failed")
-            self.set(job["id"], JobState.QUEUED, status=state, attempts=attempts,
-                     finished_at=time.time() if state == JobState.FAILED else None,
-                     **{self.error_column: f"rq job {rq_id} ended or vanished before the job was claimed"})
         return len(lost)
 
     def lost(self, job: dict[str, Any]) -> None:
