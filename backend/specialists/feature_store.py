@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,16 +53,23 @@ class FeatureStore:
     def __init__(self, path: Path, max_bytes: int):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.max_bytes = path, max_bytes
-        self._local = threading.local()
-        self._pending: dict[tuple[str, bytes], tuple[int, bytes]] = {}
-        self._pending_lock = threading.Lock()
-        self._writer: threading.Thread | None = None
+        self._fresh()
+        # A forked child (a gunicorn worker of a preloaded app) starts afresh: no connection of its parent's, no
+        # writer thread, and no lock the parent's writer held at the fork; the parent writes what it had waiting.
+        fresh = weakref.WeakMethod(self._fresh)
+        os.register_at_fork(after_in_child=lambda: (method := fresh()) is not None and method())
         atexit.register(self.flush)  # what still waits when the process ends normally
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS feature (space TEXT, key BLOB, used INTEGER, data BLOB, "
                    "PRIMARY KEY (space, key)) WITHOUT ROWID")
         db.execute("CREATE INDEX IF NOT EXISTS feature_used ON feature (used)")
         db.commit()
+
+    def _fresh(self) -> None:
+        self._local = threading.local()
+        self._pending: dict[tuple[str, bytes], tuple[int, bytes]] = {}
+        self._pending_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

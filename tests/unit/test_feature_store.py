@@ -95,3 +95,32 @@ def test_small_computations_are_read_at_once_and_written_together(tmp_path):
     store.dense("e", 2, big, lambda part: np.zeros((len(part), 2), np.float32))
     assert not store._pending
     assert other.dense("e", 2, big[:3], lambda part: 1 / 0).shape == (3, 2)
+
+
+def test_a_forked_child_starts_afresh(tmp_path):
+    """A gunicorn worker forked from a preloaded app: were the parent's writer holding its lock at the fork, the
+    child would wait on it forever. The child gets its own lock, writer and connection, and serves."""
+    import os
+
+    calls: list[list[str]] = []
+    store = FeatureStore(tmp_path / "f.sqlite", 2**30)
+    store.dense("enc-1", 3, ["parent"], _dense(calls))  # waiting in memory, the writer thread started
+    with store._pending_lock:  # the parent's writer holds it at the moment of the fork
+        child = os.fork()
+        if child == 0:
+            try:
+                rows = store.dense("enc-1", 3, ["child text", "parent"], _dense([]))
+                store.flush()
+                os._exit(0 if rows.shape == (2, 3) and rows[0, 0] == len("child text") else 1)
+            finally:
+                os._exit(2)
+    deadline = time.time() + 60
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(child, 9)
+    assert done[0] == child and os.waitstatus_to_exitcode(done[1]) == 0
+    store.flush()
+    assert FeatureStore(tmp_path / "f.sqlite", 2**30).dense("enc-1", 3, ["parent", "child text"],
+                                                           _dense(calls)).shape == (2, 3)
+    assert calls == [["parent"]]  # both rows on disk: the parent's, and the child's
