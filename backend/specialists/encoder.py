@@ -46,8 +46,7 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, name_or_path)
-        model = rt.load_pretrained(AutoModel.from_pretrained, name_or_path)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = rt.on_torch_thread(self.device, self._load)
         self.dim = int(self.model.config.hidden_size)
         self._fresh_runner()
         # A forked child (a gunicorn worker of a preloaded app) has no runner thread, and a lock its parent's
@@ -56,6 +55,10 @@ class SentenceEncoder:
         os.register_at_fork(after_in_child=lambda: (method := fresh()) is not None and method())
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
         self.passes = 0  # forward passes run (several waiting requests share one)
+
+    def _load(self) -> torch.nn.Module:
+        model = rt.load_pretrained(AutoModel.from_pretrained, self.name)
+        return model.to(device=self.device, dtype=self.dtype).eval()
 
     @property
     def depth(self) -> int:
@@ -79,9 +82,9 @@ class SentenceEncoder:
     def _pooled(self, texts: Sequence[str]) -> np.ndarray:
         """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads.
 
-        Every forward pass runs on one thread of the encoder's own, which takes all the requests waiting for it
-        at once and hands each its rows: under load a request of a few tweets rides in a batch of dozens, where a
-        tweet costs less than in a batch of its own, and one thread's buffers serve every pass.
+        One thread of the encoder's own takes all the requests waiting for it at once, has them encoded in one
+        pass (on the process's torch thread, `torch_runtime.on_torch_thread`) and hands each its rows: under load a
+        request of a few tweets rides in a batch of dozens, where a tweet costs less than in a batch of its own.
         """
         ask = _Ask(tuple(texts))
         with self._ready:
@@ -117,7 +120,7 @@ class SentenceEncoder:
                 self._asks = [a for a in self._asks if all(a is not t for t in take)]
             try:
                 union = list(dict.fromkeys(t for a in take for t in a.texts))
-                pooled = self._forward(union)
+                pooled = rt.on_torch_thread(self.device, self._forward, union)
                 row = {t: i for i, t in enumerate(union)}
                 for a in take:
                     alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text

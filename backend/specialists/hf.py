@@ -109,9 +109,15 @@ class HFClassifierSpecialist(Specialist):
             proj[i, j] = 1.0
         self.projection = proj
 
+    def _torch_device(self) -> torch.device:
+        return rt.resolve_device(self.runtime.get("device", "auto"))
+
     # -- inference -----------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return rt.on_torch_thread(self._torch_device(), self._predict_proba, texts)
+
+    @torch.inference_mode()
+    def _predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
             self._ensure_loaded()
             if self.model.dtype != self.dtype:
@@ -145,6 +151,9 @@ class HFClassifierSpecialist(Specialist):
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        rt.on_torch_thread(self._torch_device(), self._fit, texts, y, sample_weight)
+
+    def _fit(self, texts: Sequence[str], y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         with self._lock:
             self._ensure_loaded(need_projection=False)
             k = len(self.labels)
@@ -210,6 +219,9 @@ class HFClassifierSpecialist(Specialist):
 
     # -- persistence ---------------------------------------------------------------------------
     def _save_weights(self, path: Path) -> None:
+        rt.on_torch_thread(self._torch_device(), self._save_checkpoint, path)
+
+    def _save_checkpoint(self, path: Path) -> None:
         self._ensure_loaded(need_projection=False)
         target = path / _CKPT
         self.model.to(torch.float32)

@@ -1,15 +1,21 @@
 """Everything torch-specific shared by the transformer families: device and dtype choice, model
-loading from a hub id or a local path with a clear offline message, and length-sorted batching."""
+loading from a hub id or a local path with a clear offline message, length-sorted batching, and the one thread
+that runs torch's CPU work."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 
 class CheckpointUnavailable(RuntimeError):
@@ -30,6 +36,38 @@ def configure_threads(n: int) -> None:
     avoid OpenMP threads spinning while another process holds the other core."""
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+_torch_thread: ThreadPoolExecutor | None = None
+_torch_thread_lock = threading.Lock()
+_on_torch_thread = threading.local()
+
+
+def on_torch_thread(device: torch.device, fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) on the process's one thread for torch's CPU work (on a GPU: here, so specialists overlap).
+
+    Every thread that runs one of torch's parallel CPU operations keeps an OpenMP team of its own for life. Once the
+    teams' threads outnumber the cores, OpenMP stops spinning between operations and each one pays for waking its
+    threads: a model loaded on one thread and run on another, or run from several request threads, took 2× as long
+    per tweet on 2 cores. One thread for all of it keeps one team.
+    """
+    global _torch_thread
+    if device.type != "cpu" or getattr(_on_torch_thread, "active", False):
+        return fn(*args)
+    with _torch_thread_lock:
+        if _torch_thread is None:
+            _torch_thread = ThreadPoolExecutor(1, thread_name_prefix="torch",
+                                               initializer=lambda: setattr(_on_torch_thread, "active", True))
+        executor = _torch_thread
+    return executor.submit(fn, *args).result()
+
+
+def _forget_torch_thread() -> None:
+    global _torch_thread, _torch_thread_lock
+    _torch_thread, _torch_thread_lock = None, threading.Lock()  # a forked child has no thread of its parent's
+
+
+os.register_at_fork(after_in_child=_forget_torch_thread)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

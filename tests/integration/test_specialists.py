@@ -352,3 +352,68 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
     if done[0] == 0:
         os.kill(child, 9)
     assert done[0] == child and os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_torch_work_runs_on_one_thread(monkeypatch):
+    """The encoder is loaded and run on the process's one torch thread, whatever thread asks: a thread that runs
+    torch's parallel CPU operations keeps an OpenMP team for life, and more teams than cores made every operation
+    wake its threads (2× per tweet on 2 cores). A call made on that thread runs inline; errors reach the caller; a
+    GPU model is not funnelled; a forked child gets its own thread."""
+    import os
+    import threading
+    import time
+
+    import torch
+
+    from backend.specialists import torch_runtime as rt
+    from backend.specialists.encoder import SentenceEncoder, default_encoder_name
+
+    seen: dict[str, set[int]] = {"load": set(), "forward": set()}
+    load, forward = SentenceEncoder._load, SentenceEncoder._forward
+
+    def loading(self):
+        seen["load"].add(threading.get_ident())
+        return load(self)
+
+    def forwarding(self, texts):
+        seen["forward"].add(threading.get_ident())
+        return forward(self, texts)
+
+    monkeypatch.setattr(SentenceEncoder, "_load", loading)
+    monkeypatch.setattr(SentenceEncoder, "_forward", forwarding)
+    enc = SentenceEncoder(default_encoder_name(), dtype="float32")
+    askers = [threading.Thread(target=enc.encode, args=([f"text number {i}"],)) for i in range(4)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(60)
+    enc.encode(["one more from the main thread"])
+    assert len(seen["load"]) == 1 and seen["load"] == seen["forward"]
+    (torch_thread,) = seen["load"]
+    assert torch_thread not in {threading.get_ident(), *(t.ident for t in askers)}
+
+    cpu = torch.device("cpu")
+    inner = rt.on_torch_thread(cpu, lambda: rt.on_torch_thread(cpu, threading.get_ident))  # no deadlock
+    assert inner == torch_thread
+
+    def fails():
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        rt.on_torch_thread(cpu, fails)
+    assert rt.on_torch_thread(torch.device("cuda"), threading.get_ident) == threading.get_ident()
+
+    child = os.fork()
+    if child == 0:
+        try:
+            os._exit(0 if rt.on_torch_thread(cpu, threading.get_ident) != threading.get_ident() else 1)
+        finally:
+            os._exit(2)
+    deadline = time.time() + 60
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung calling the torch thread")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
