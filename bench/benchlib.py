@@ -99,13 +99,14 @@ def predict_body(texts: Sequence[str], first_id: int, label_config: str) -> byte
     return json.dumps(body).encode()
 
 
-def ensure_bundle(data_dir: Path, log: IO[str]) -> None:
-    """Train the default sentiment bundle into data_dir unless one is already there (≈15 s)."""
+def ensure_bundle(data_dir: Path, log: IO[str], tree: Path = REPO) -> None:
+    """Train the default sentiment bundle into data_dir unless one is already there (≈15 s), with the code of
+    `tree` (another commit's unpacked tree runs its own code with this venv)."""
     if any((data_dir / "models" / "bundles").glob("*/CURRENT")):
         return
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "backend.commands.cli", "train", "--label-config", str(LABEL_CONFIG_FILE),
-                    "--data", str(SAMPLE_DATA)], cwd=REPO, env=bench_env(DATA_DIR=str(data_dir)),
+                    "--data", str(SAMPLE_DATA)], cwd=tree, env=bench_env(DATA_DIR=str(data_dir), PYTHONPATH=str(tree)),
                    stdout=log, stderr=log, check=True)
     print(f"trained the default bundle into {data_dir} in {time.perf_counter() - t0:.1f}s", flush=True)
 
@@ -113,19 +114,19 @@ def ensure_bundle(data_dir: Path, log: IO[str]) -> None:
 class Server:
     """A server subprocess (its own session, so it is stopped by its own id) that answers GET /health."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], log: IO[str]):
-        self.name, self.cmd, self.port, self.env, self.log = name, cmd, port, env, log
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], log: IO[str], tree: Path = REPO):
+        self.name, self.cmd, self.port, self.env, self.log, self.tree = name, cmd, port, env, log, tree
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def ours(cls, data_dir: Path, workers: int, threads: int, log: IO[str]) -> Server:
-        """`autoannotator serve` (gunicorn) on a free port, without the bootstrap training."""
+    def ours(cls, data_dir: Path, workers: int, threads: int, log: IO[str], tree: Path = REPO) -> Server:
+        """`autoannotator serve` (gunicorn) on a free port, without the bootstrap training, with `tree`'s code."""
         port = free_port()
         cmd = [sys.executable, "-m", "backend.commands.cli", "serve", "--port", str(port), "--workers", str(workers),
                "--threads", str(threads), "--no-bootstrap"]
-        env = bench_env(DATA_DIR=str(data_dir), HOST="127.0.0.1", LOG_LEVEL="WARNING")
-        return cls("autoannotator", cmd, port, env, log)
+        env = bench_env(DATA_DIR=str(data_dir), HOST="127.0.0.1", LOG_LEVEL="WARNING", PYTHONPATH=str(tree))
+        return cls("autoannotator", cmd, port, env, log, tree)
 
     @property
     def pid(self) -> int:
@@ -133,7 +134,7 @@ class Server:
         return self.proc.pid
 
     def start(self, timeout: float = 120.0) -> Server:
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self.log, stderr=self.log,
+        self.proc = subprocess.Popen(self.cmd, cwd=self.tree, env=self.env, stdout=self.log, stderr=self.log,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
