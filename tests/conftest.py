@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,18 @@ TOPICS = {
 
 def captured(name: str) -> dict:
     return json.loads(json.dumps(CAPTURED[name]["body"]))
+
+
+def forked_exit_code(child: int, timeout: float = 60.0) -> int | None:
+    """The exit code of a forked child, or None when it hung past `timeout` (it is killed then)."""
+    deadline = time.time() + timeout
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        return None
+    return os.waitstatus_to_exitcode(done[1])
 
 
 def topic_rows(n: int = 300, seed: int = 0) -> list[dict]:

@@ -9,7 +9,7 @@ from backend.datasets import load_labelled
 from backend.specialists import registry
 from backend.specialists.torch_runtime import CheckpointUnavailable, shuffled_length_batches
 from finetune.training import encode_targets
-from tests.conftest import ROOT, SENTIMENT
+from tests.conftest import ROOT, SENTIMENT, forked_exit_code
 
 LABELS = ["Positive", "Negative", "Neutral"]
 
@@ -296,7 +296,6 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
     the rows of its own texts (repeats included), as it would alone; a failed pass fails its requests only."""
     import os
     import threading
-    import time
 
     from backend.specialists.encoder import SentenceEncoder, default_encoder_name
 
@@ -346,12 +345,7 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
             os._exit(0 if np.allclose(enc.encode(asks[1], 2), alone[1], atol=1e-5) else 1)
         finally:
             os._exit(2)
-    deadline = time.time() + 60
-    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(child, 9)
-    assert done[0] == child and os.waitstatus_to_exitcode(done[1]) == 0
+    assert forked_exit_code(child) == 0
 
 
 def test_torch_work_runs_on_one_thread(monkeypatch):
@@ -361,7 +355,6 @@ def test_torch_work_runs_on_one_thread(monkeypatch):
     GPU model is not funnelled; a forked child gets its own thread."""
     import os
     import threading
-    import time
 
     import torch
 
@@ -409,11 +402,4 @@ def test_torch_work_runs_on_one_thread(monkeypatch):
             os._exit(0 if rt.on_torch_thread(cpu, threading.get_ident) != threading.get_ident() else 1)
         finally:
             os._exit(2)
-    deadline = time.time() + 60
-    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(child, 9)
-        os.waitpid(child, 0)
-        pytest.fail("the forked child hung calling the torch thread")
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert forked_exit_code(child) == 0  # None: it hung calling the torch thread

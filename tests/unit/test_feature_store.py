@@ -12,7 +12,7 @@ import numpy as np
 from scipy import sparse
 
 from backend.specialists.feature_store import FeatureStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, forked_exit_code
 
 
 def _dense(calls):
@@ -114,12 +114,7 @@ def test_a_forked_child_starts_afresh(tmp_path):
                 os._exit(0 if rows.shape == (2, 3) and rows[0, 0] == len("child text") else 1)
             finally:
                 os._exit(2)
-    deadline = time.time() + 60
-    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.time() < deadline:
-        time.sleep(0.05)
-    if done[0] == 0:
-        os.kill(child, 9)
-    assert done[0] == child and os.waitstatus_to_exitcode(done[1]) == 0
+    assert forked_exit_code(child) == 0
     store.flush()
     assert FeatureStore(tmp_path / "f.sqlite", 2**30).dense("enc-1", 3, ["parent", "child text"],
                                                            _dense(calls)).shape == (2, 3)
