@@ -48,10 +48,10 @@ class SentenceEncoder:
         self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, name_or_path)
         self.model = rt.on_torch_thread(self.device, self._load)
         self.dim = int(self.model.config.hidden_size)
-        self._fresh_runner()
-        # A forked child (a gunicorn worker of a preloaded app) has no runner thread, and a lock its parent's
-        # runner held at the fork would stay held: it starts afresh.
-        fresh = weakref.WeakMethod(self._fresh_runner)
+        self._fresh_queue()
+        # A forked child (a gunicorn worker of a preloaded app) runs no pass of its parent's, and a lock its
+        # parent's pass held at the fork would stay held: it starts afresh.
+        fresh = weakref.WeakMethod(self._fresh_queue)
         os.register_at_fork(after_in_child=lambda: (method := fresh()) is not None and method())
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
         self.passes = 0  # forward passes run (several waiting requests share one)
@@ -82,36 +82,38 @@ class SentenceEncoder:
     def _pooled(self, texts: Sequence[str]) -> np.ndarray:
         """(n, depth, dim) per-layer pools, last layer first; the last batch is kept for sibling heads.
 
-        One thread of the encoder's own takes all the requests waiting for it at once, has them encoded in one
-        pass (on the process's torch thread, `torch_runtime.on_torch_thread`) and hands each its rows: under load a
-        request of a few tweets rides in a batch of dozens, where a tweet costs less than in a batch of its own.
+        Passes run on the process's torch thread (`torch_runtime`). A request that finds no pass scheduled schedules
+        one; the pass takes every request waiting by the time it starts, encodes them together and hands each its
+        rows, then takes those that arrived meanwhile: under load a request of a few tweets rides in a batch of
+        dozens, where a tweet costs less than in a batch of its own.
         """
         ask = _Ask(tuple(texts))
         with self._ready:
             last = self._last
             if last is not None and last[0] == ask.texts:
                 return last[1]
-            if self._runner is None or not self._runner.is_alive():
-                self._runner = threading.Thread(target=self._run, name="encoder", daemon=True)
-                self._runner.start()
             self._asks.append(ask)
-            self._ready.notify()
+            schedule, self._scheduled = not self._scheduled, True
+        if schedule:
+            rt.start_on_torch_thread(self.device, self._passes)
         ask.done.wait()
         if ask.error is not None:
             raise ask.error
         assert ask.out is not None
         return ask.out
 
-    def _fresh_runner(self) -> None:
-        self._ready = threading.Condition()
+    def _fresh_queue(self) -> None:
+        self._ready = threading.Lock()
         self._asks: list[_Ask] = []
-        self._runner: threading.Thread | None = None
+        self._scheduled = False  # a pass is scheduled or running: it takes what is waiting
 
-    def _run(self) -> None:
+    def _passes(self) -> None:
+        """On the torch thread: passes over the waiting requests until none is left."""
         while True:
             with self._ready:
-                while not self._asks:
-                    self._ready.wait()
+                if not self._asks:
+                    self._scheduled = False
+                    return
                 take, size = [self._asks[0]], len(self._asks[0].texts)
                 for other in self._asks[1:]:
                     if size + len(other.texts) <= _ENCODE_CHUNK:
@@ -120,7 +122,7 @@ class SentenceEncoder:
                 self._asks = [a for a in self._asks if all(a is not t for t in take)]
             try:
                 union = list(dict.fromkeys(t for a in take for t in a.texts))
-                pooled = rt.on_torch_thread(self.device, self._forward, union)
+                pooled = self._forward(union)
                 row = {t: i for i, t in enumerate(union)}
                 for a in take:
                     alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text
@@ -128,7 +130,7 @@ class SentenceEncoder:
                 self.passes += 1
                 with self._ready:
                     self._last = (take[-1].texts, take[-1].out)
-            except BaseException as exc:  # each waiting request gets the error, the thread serves the next
+            except BaseException as exc:  # each waiting request gets the error; the next pass goes on
                 for a in take:
                     a.error = exc
             finally:

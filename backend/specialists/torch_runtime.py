@@ -51,15 +51,26 @@ def on_torch_thread(device: torch.device, fn: Callable[..., T], *args: Any) -> T
     threads: a model loaded on one thread and run on another, or run from several request threads, took 2× as long
     per tweet on 2 cores. One thread for all of it keeps one team.
     """
-    global _torch_thread
     if device.type != "cpu" or getattr(_on_torch_thread, "active", False):
         return fn(*args)
+    return _executor().submit(fn, *args).result()
+
+
+def start_on_torch_thread(device: torch.device, fn: Callable[[], object]) -> None:
+    """fn() on the torch thread without waiting for it (here, and waited for, on a GPU or on that thread)."""
+    if device.type != "cpu" or getattr(_on_torch_thread, "active", False):
+        fn()
+    else:
+        _executor().submit(fn)
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _torch_thread
     with _torch_thread_lock:
         if _torch_thread is None:
             _torch_thread = ThreadPoolExecutor(1, thread_name_prefix="torch",
                                                initializer=lambda: setattr(_on_torch_thread, "active", True))
-        executor = _torch_thread
-    return executor.submit(fn, *args).result()
+        return _torch_thread
 
 
 def _forget_torch_thread() -> None:
