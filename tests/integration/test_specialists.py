@@ -338,7 +338,7 @@ def test_requests_waiting_for_the_encoder_share_one_pass(sample):
     enc._forward = forward
     np.testing.assert_allclose(enc.encode(asks[0], 2), alone[0], atol=1e-5)  # the encoder still serves
 
-    # A forked child (a gunicorn worker of a preloaded app) gets an encoder thread of its own.
+    # A forked child (a gunicorn worker of a preloaded app) runs passes of its own.
     child = os.fork()
     if child == 0:
         try:
@@ -403,3 +403,17 @@ def test_torch_work_runs_on_one_thread(monkeypatch):
         finally:
             os._exit(2)
     assert forked_exit_code(child) == 0  # None: it hung calling the torch thread
+
+
+def test_torch_loads_with_a_short_openmp_spin():
+    """torch is first imported under backend.specialists, which sets libgomp's spin before torch loads it (a
+    GOMP_SPINCOUNT of the operator's own is kept)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, backend.specialists.encoder; "
+            "print('torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))")
+    for env, want in (({}, "20000"), ({"GOMP_SPINCOUNT": "500"}, "500")):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                             env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", **env})
+        assert out.stdout.split() == ["True", want]
