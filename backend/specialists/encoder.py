@@ -88,14 +88,20 @@ class SentenceEncoder:
         dozens, where a tweet costs less than in a batch of its own.
         """
         ask = _Ask(tuple(texts))
-        with self._ready:
+        with self._queue_lock:
             last = self._last
             if last is not None and last[0] == ask.texts:
                 return last[1]
             self._asks.append(ask)
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
-            rt.start_on_torch_thread(self.device, self._passes)
+            try:
+                rt.start_on_torch_thread(self.device, self._passes)
+            except BaseException:  # not scheduled (the interpreter is ending): later requests must not wait on it
+                with self._queue_lock:
+                    self._asks = [a for a in self._asks if a is not ask]
+                    self._scheduled = False
+                raise
         ask.done.wait()
         if ask.error is not None:
             raise ask.error
@@ -103,14 +109,14 @@ class SentenceEncoder:
         return ask.out
 
     def _fresh_queue(self) -> None:
-        self._ready = threading.Lock()
+        self._queue_lock = threading.Lock()
         self._asks: list[_Ask] = []
         self._scheduled = False  # a pass is scheduled or running: it takes what is waiting
 
     def _passes(self) -> None:
         """On the torch thread: passes over the waiting requests until none is left."""
         while True:
-            with self._ready:
+            with self._queue_lock:
                 if not self._asks:
                     self._scheduled = False
                     return
@@ -128,7 +134,7 @@ class SentenceEncoder:
                     alone = len(take) == 1 and len(union) == len(a.texts)  # no other asks and no repeated text
                     a.out = pooled if alone else pooled[[row[t] for t in a.texts]]
                 self.passes += 1
-                with self._ready:
+                with self._queue_lock:
                     self._last = (take[-1].texts, take[-1].out)
             except BaseException as exc:  # each waiting request gets the error; the next pass goes on
                 for a in take:

@@ -51,17 +51,21 @@ def on_torch_thread(device: torch.device, fn: Callable[..., T], *args: Any) -> T
     threads: a model loaded on one thread and run on another, or run from several request threads, took 2× as long
     per tweet on 2 cores. One thread for all of it keeps one team.
     """
-    if device.type != "cpu" or getattr(_on_torch_thread, "active", False):
+    if _runs_here(device):
         return fn(*args)
     return _executor().submit(fn, *args).result()
 
 
 def start_on_torch_thread(device: torch.device, fn: Callable[[], object]) -> None:
     """fn() on the torch thread without waiting for it (here, and waited for, on a GPU or on that thread)."""
-    if device.type != "cpu" or getattr(_on_torch_thread, "active", False):
+    if _runs_here(device):
         fn()
     else:
         _executor().submit(fn)
+
+
+def _runs_here(device: torch.device) -> bool:
+    return device.type != "cpu" or getattr(_on_torch_thread, "active", False)
 
 
 def _executor() -> ThreadPoolExecutor:

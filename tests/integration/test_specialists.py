@@ -385,6 +385,15 @@ def test_torch_work_runs_on_one_thread(monkeypatch):
     (torch_thread,) = seen["load"]
     assert torch_thread not in {threading.get_ident(), *(t.ident for t in askers)}
 
+    def ended(device, fn):
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    with monkeypatch.context() as m:  # a pass that could not be scheduled leaves no request waiting on it
+        m.setattr(rt, "start_on_torch_thread", ended)
+        with pytest.raises(RuntimeError, match="interpreter shutdown"):
+            enc.encode(["never scheduled"])
+    assert enc.encode(["scheduled after all"]).shape == (1, enc.dim)
+
     cpu = torch.device("cpu")
     inner = rt.on_torch_thread(cpu, lambda: rt.on_torch_thread(cpu, threading.get_ident))  # no deadlock
     assert inner == torch_thread
