@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -145,7 +146,7 @@ def main() -> int:
                                       / summary["baseline"]["tasks_per_s_median"], 3)
     summary["label_agreement"] = {"texts": len(base), "same": same, "share": round(same / len(base), 5)}
     report["summary"] = summary
-    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(summary, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
