@@ -97,7 +97,7 @@ class SentenceEncoder:
         if schedule:
             try:
                 rt.start_on_torch_thread(self.device, self._passes)
-            except BaseException:  # not scheduled (the interpreter is ending): later requests must not wait on it
+            except BaseException:  # not scheduled (no thread could start): later requests must not wait on it
                 with self._queue_lock:
                     self._asks = [a for a in self._asks if a is not ask]
                     self._scheduled = False

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +39,31 @@ def configure_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-_torch_thread: ThreadPoolExecutor | None = None
+class _TorchThread:
+    """One daemon thread running submitted calls in order. Not a ThreadPoolExecutor: its worker is joined when the
+    interpreter ends, and while it ends every executor refuses new work, so a model still loading on it (transformers
+    loads through an executor of its own) failed and the process aborted at exit; a daemon is left, as any other."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="torch", daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        _on_torch_thread.active = True
+        while True:
+            future, fn, args = self._jobs.get()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+_torch_thread: _TorchThread | None = None
 _torch_thread_lock = threading.Lock()
 _on_torch_thread = threading.local()
 
@@ -53,7 +78,7 @@ def on_torch_thread(device: torch.device, fn: Callable[..., T], *args: Any) -> T
     """
     if _runs_here(device):
         return fn(*args)
-    return _executor().submit(fn, *args).result()
+    return _thread().submit(fn, *args).result()
 
 
 def start_on_torch_thread(device: torch.device, fn: Callable[[], object]) -> None:
@@ -61,19 +86,18 @@ def start_on_torch_thread(device: torch.device, fn: Callable[[], object]) -> Non
     if _runs_here(device):
         fn()
     else:
-        _executor().submit(fn)
+        _thread().submit(fn)
 
 
 def _runs_here(device: torch.device) -> bool:
     return device.type != "cpu" or getattr(_on_torch_thread, "active", False)
 
 
-def _executor() -> ThreadPoolExecutor:
+def _thread() -> _TorchThread:
     global _torch_thread
     with _torch_thread_lock:
         if _torch_thread is None:
-            _torch_thread = ThreadPoolExecutor(1, thread_name_prefix="torch",
-                                               initializer=lambda: setattr(_on_torch_thread, "active", True))
+            _torch_thread = _TorchThread()
         return _torch_thread
 
 

@@ -386,11 +386,11 @@ def test_torch_work_runs_on_one_thread(monkeypatch):
     assert torch_thread not in {threading.get_ident(), *(t.ident for t in askers)}
 
     def ended(device, fn):
-        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        raise RuntimeError("can't start new thread")
 
     with monkeypatch.context() as m:  # a pass that could not be scheduled leaves no request waiting on it
         m.setattr(rt, "start_on_torch_thread", ended)
-        with pytest.raises(RuntimeError, match="interpreter shutdown"):
+        with pytest.raises(RuntimeError, match="start new thread"):
             enc.encode(["never scheduled"])
     assert enc.encode(["scheduled after all"]).shape == (1, enc.dim)
 
