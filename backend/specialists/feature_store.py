@@ -216,6 +216,7 @@ def _unstack(blobs: list[bytes], width: int) -> sparse.csr_matrix:
 
 
 _STORES: dict[tuple[str, int], FeatureStore] = {}
+_NAMED: dict[tuple[str, int], FeatureStore] = {}  # by the absolute directory as named
 _STORES_LOCK = threading.Lock()
 
 
@@ -223,10 +224,16 @@ def feature_store(directory: str | Path, max_mb: float) -> FeatureStore | None:
     """The deployment's store under `directory` (one per process), or None when FEATURE_STORE_MB is 0."""
     if not directory or max_mb <= 0:
         return None
-    key = (str(Path(directory).resolve()), int(max_mb * 2**20))
+    asked = (str(directory), int(max_mb * 2**20))
+    # Every specialist asks on every call, and resolving the path each time costs; a relative one still is resolved.
+    store = _NAMED.get(asked) if os.path.isabs(asked[0]) else None
+    if store is not None:
+        return store
+    key = (str(Path(directory).resolve()), asked[1])
     with _STORES_LOCK:
         if key not in _STORES:
             _STORES[key] = FeatureStore(Path(directory) / "features.sqlite", key[1])
+        _NAMED[asked] = _STORES[key]
         return _STORES[key]
 
 
