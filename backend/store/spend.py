@@ -80,10 +80,14 @@ class Spend:
     def add(self, project_id: str, resource: Resource, amount: float, period: str = ALL_TIME) -> None:
         if amount == 0:
             return
+        change = (update(spend_counters).where(self._key(project_id, resource, period))
+                  .values(used=spend_counters.c.used + float(amount)))
+        with self.engine.begin() as conn:  # the counter exists but for a project's first count of a period
+            if conn.execute(change).rowcount:
+                return
         self._ensure(project_id, resource, period)
         with self.engine.begin() as conn:
-            conn.execute(update(spend_counters).where(self._key(project_id, resource, period))
-                         .values(used=spend_counters.c.used + float(amount)))
+            conn.execute(change)
 
     def reserve(self, project_id: str, resource: Resource, amount: float, cap: float,
                 period: str = ALL_TIME) -> bool:
