@@ -28,6 +28,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from backend.specialists import torch_runtime as rt
 from backend.specialists.base import Specialist, pad_columns
+from backend.specialists.fast_bert import FastBert
 from backend.specialists.feature_store import runtime_store
 
 _HEAD = "head.joblib"
@@ -46,7 +47,7 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = rt.load_pretrained(AutoTokenizer.from_pretrained, name_or_path)
-        self.model = rt.on_torch_thread(self.device, self._load)
+        self.model, self._fast = rt.on_torch_thread(self.device, self._load)
         self.dim = int(self.model.config.hidden_size)
         self._fresh_queue()
         # A forked child (a gunicorn worker of a preloaded app) runs no pass of its parent's, and a lock its
@@ -56,9 +57,17 @@ class SentenceEncoder:
         self._last: tuple[tuple[str, ...], np.ndarray] | None = None
         self.passes = 0  # forward passes run (several waiting requests share one)
 
-    def _load(self) -> torch.nn.Module:
+    def _load(self) -> tuple[torch.nn.Module, FastBert | None]:
         model = rt.load_pretrained(AutoModel.from_pretrained, self.name)
-        return model.to(device=self.device, dtype=self.dtype).eval()
+        model = model.to(device=self.device, dtype=self.dtype).eval()
+        return model, FastBert.of(model)
+
+    def _layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Each transformer layer's hidden states, first layer first."""
+        if self._fast is not None:
+            return self._fast(input_ids, attention_mask)
+        return list(self.model(input_ids=input_ids, attention_mask=attention_mask,
+                               output_hidden_states=True).hidden_states[1:])
 
     @property
     def depth(self) -> int:
@@ -153,7 +162,7 @@ class SentenceEncoder:
                                         "attention_mask": [enc["attention_mask"][i] for i in idx]},
                                        return_tensors="pt", pad_to_multiple_of=8)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            hidden = self.model(**batch, output_hidden_states=True).hidden_states[1:][::-1]
+            hidden = self._layers(batch["input_ids"], batch["attention_mask"])[::-1]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
             count = mask.sum(1).clamp(min=1)
             pooled = torch.stack([(h * mask).sum(1) / count for h in hidden], dim=1)

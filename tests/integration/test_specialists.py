@@ -426,3 +426,79 @@ def test_torch_loads_with_a_short_openmp_spin():
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                              env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", **env})
         assert out.stdout.split() == ["True", want]
+
+
+def _minilm(dtype):
+    import torch
+    from transformers import AutoModel
+
+    from backend.specialists import torch_runtime as rt
+    from backend.specialists.encoder import default_encoder_name
+
+    cpu = torch.device("cpu")
+    return rt.on_torch_thread(cpu, lambda: AutoModel.from_pretrained(default_encoder_name()).to(dtype=dtype).eval())
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_fast_bert_gives_the_layers_transformers_gives(dtype_name):
+    """The written-out BERT pass (fused QKV, GELU inside its matmul, weights packed for oneDNN in bf16) against
+    `transformers`' own, on a padded batch: the same hidden states at every real token, to the dtype's rounding."""
+    import torch
+
+    from backend.specialists import torch_runtime as rt
+    from backend.specialists.encoder import default_encoder_name
+    from backend.specialists.fast_bert import FastBert
+
+    dtype = getattr(torch, dtype_name)
+    model = _minilm(dtype)
+    fast = rt.on_torch_thread(torch.device("cpu"), FastBert.of, model)
+    assert fast is not None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_encoder_name())
+    texts = ["ok", "@user the new update is 🔥🔥 but the battery... not so much #fail",
+             "Ünïcödé, ñ and 漢字 mixed in", "word " * 300]  # the last one is truncated at 128 tokens
+    enc = tok(texts, truncation=True, max_length=128)
+    batch = tok.pad({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, return_tensors="pt",
+                    pad_to_multiple_of=8)
+
+    def both():
+        with torch.inference_mode():
+            theirs = model(**batch, output_hidden_states=True).hidden_states[1:]
+            return theirs, fast(batch["input_ids"], batch["attention_mask"])
+
+    theirs, ours = rt.on_torch_thread(torch.device("cpu"), both)
+    assert len(ours) == len(theirs) == model.config.num_hidden_layers
+    real = batch["attention_mask"].bool()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.25  # bf16 keeps 8 bits: values of ~10 round at 1/16
+    for a, b in zip(theirs, ours, strict=True):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        assert float((a.float() - b.float()).abs()[real].max()) < tolerance
+        cos = torch.nn.functional.cosine_similarity(a.float()[real], b.float()[real], dim=-1)
+        assert float(cos.min()) > 0.999
+
+
+def test_fast_bert_takes_only_what_it_reproduces(minilm_classifier_dir):
+    """A model in training mode, another architecture or a BertModel with relative positions runs through
+    `transformers`; the encoder serves the default MiniLM through the fast pass."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from backend.specialists import torch_runtime as rt
+    from backend.specialists.encoder import SentenceEncoder, default_encoder_name
+    from backend.specialists.fast_bert import FastBert
+
+    cpu = torch.device("cpu")
+    model = _minilm(torch.float32)
+    assert rt.on_torch_thread(cpu, FastBert.of, model.train()) is None
+    model.eval()
+    model.config.position_embedding_type = "relative_key"
+    assert rt.on_torch_thread(cpu, FastBert.of, model) is None
+    classifier = rt.on_torch_thread(cpu, AutoModelForSequenceClassification.from_pretrained, str(minilm_classifier_dir))
+    assert rt.on_torch_thread(cpu, FastBert.of, classifier.eval()) is None
+    enc = SentenceEncoder(default_encoder_name(), dtype="float32")
+    assert enc._fast is not None
+    texts = ["a plain sentence", "and a second, longer one with more words in it"]
+    fast = rt.on_torch_thread(cpu, enc._forward, texts)
+    enc._fast = None
+    np.testing.assert_allclose(fast, rt.on_torch_thread(cpu, enc._forward, texts), atol=1e-5)
