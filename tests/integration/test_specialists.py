@@ -441,7 +441,7 @@ def _minilm(dtype):
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 def test_fast_bert_gives_the_layers_transformers_gives(dtype_name):
-    """The written-out BERT pass (fused QKV, GELU inside its matmul, weights packed for oneDNN in bf16) against
+    """The written-out BERT pass (fused QKV, weights packed for oneDNN in bf16) against
     `transformers`' own, on a padded batch: the same hidden states at every real token, to the dtype's rounding."""
     import torch
 
@@ -470,7 +470,7 @@ def test_fast_bert_gives_the_layers_transformers_gives(dtype_name):
     theirs, ours = rt.on_torch_thread(torch.device("cpu"), both)
     assert len(ours) == len(theirs) == model.config.num_hidden_layers
     real = batch["attention_mask"].bool()
-    tolerance = 1e-4 if dtype == torch.float32 else 0.25  # bf16 keeps 8 bits: values of ~10 round at 1/16
+    tolerance = 1e-4 if dtype == torch.float32 else 0.125  # bf16 keeps 8 bits: values of ~10 round at 1/16
     for a, b in zip(theirs, ours, strict=True):
         assert a.dtype == b.dtype == dtype and a.shape == b.shape
         assert float((a.float() - b.float()).abs()[real].max()) < tolerance
