@@ -19,15 +19,13 @@ import json
 import logging
 import sys
 import tempfile
-import time
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from benchlib import EVAL_DATA, ensure_bundle, machine
+from benchlib import EVAL_DATA, encoder_speed, ensure_bundle, machine, tweeteval_test
 from transformers import AutoModel
 
 from backend.serving.bundles import BundleStore
@@ -98,22 +96,6 @@ class OnnxForward:
         return out
 
 
-def speed(forward: Any, texts: list[str]) -> dict[str, float]:
-    """The encoder's own speed, on the process's torch thread as the service runs it."""
-    cpu = torch.device("cpu")
-    forward = partial(rt.on_torch_thread, cpu, forward)
-    forward(texts[:200])
-    best = min(_timed(forward, texts[:2000]) for _ in range(3))
-    singles = [_timed(forward, [t]) for t in texts[2000:2300]]
-    return {"texts_per_s": round(2000 / best, 1), "one_text_p50_ms": round(float(np.median(singles)) * 1000, 2)}
-
-
-def _timed(forward: Any, texts: list[str]) -> float:
-    t0 = time.perf_counter()
-    forward(texts)
-    return time.perf_counter() - t0
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path)
@@ -123,11 +105,8 @@ def main() -> int:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise SystemExit("this benchmark needs: pip install onnxruntime onnx") from None
+    texts, gold_names = tweeteval_test(args.texts)
     folder = EVAL_DATA / "tweeteval-sentiment"
-    texts = (folder / "sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[:args.texts]
-    gold = np.array([int(x) for x in (folder / "sentiment__test_labels.txt").read_text().split()][:len(texts)])
-    mapping = dict(line.split("\t") for line in (folder / "sentiment__mapping.txt").read_text().splitlines())
-    gold_names = np.array([mapping[str(g)].lower() for g in gold])
     report: dict[str, Any] = {"benchmark": "int8-encoder", "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "machine": machine(), "texts": len(texts), "variants": {}}
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice to pre-process (tried: no better)
@@ -164,7 +143,7 @@ def main() -> int:
             row = {"ensemble_agreement": round(float(np.mean(labels == reference[0])), 4),
                    "encoder_member_agreement": round(float(np.mean(member == reference[1])), 4),
                    "accuracy": round(float(np.mean(labels == gold_names)), 4)}
-            row |= speed(forward, (folder / "sentiment__val_text.txt").read_text().splitlines()
+            row |= encoder_speed(forward, (folder / "sentiment__val_text.txt").read_text().splitlines()
                          + (folder / "sentiment__test_text.txt").read_text().splitlines()[-1000:])
             report["variants"][label] = row
             print(f"{label:40s} {json.dumps(row)}", flush=True)
