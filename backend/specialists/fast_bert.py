@@ -4,7 +4,7 @@ The default encoder (MiniLM) is a plain BertModel. For one tweet, its pass throu
 its time in Python around the tensor operations (hooks, keyword plumbing, mask building, an attention-backend lookup
 per layer) and a bf16 matmul on the CPU reorders its weight on every call. Here each layer is the same operations
 written out, with every weight laid out once for oneDNN and the query, key and value projections in one matmul:
-2.2× faster for one tweet, 1.2× for batches of 32, and the same hidden states to bf16 rounding. (GELU done inside
+2.1× faster for one tweet, 1.2× in batches of 32, and the same hidden states to bf16 rounding. (GELU done inside
 its matmul was no faster and moved 0.15 % of the labels; as written, none of 6,000 tweets changed label.)
 
 Only what it can reproduce is taken (`FastBert.of` says None otherwise); everything else runs through `transformers`.
