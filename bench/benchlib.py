@@ -281,3 +281,33 @@ def tweeteval_test(limit: int) -> tuple[list[str], np.ndarray]:
     gold = [int(x) for x in (folder / "sentiment__test_labels.txt").read_text().split()][:len(texts)]
     mapping = dict(line.split("\t") for line in (folder / "sentiment__mapping.txt").read_text().splitlines())
     return texts, np.array([mapping[str(g)].lower() for g in gold])
+
+
+def encoder_timing_texts() -> list[str]:
+    """Tweets for `encoder_speed`, none of them among `tweeteval_test`'s first 6,000: TweetEval's sentiment
+    validation tweets and the last 1,000 test tweets."""
+    folder = Path(_EVAL_DATA or "") / "tweeteval-sentiment"
+    return ((folder / "sentiment__val_text.txt").read_text(encoding="utf-8").splitlines()
+            + (folder / "sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[-1000:])
+
+
+def default_ensemble(folder: Path, **runtime: Any) -> tuple[Any, Any, int]:
+    """The default bundle trained into `folder`/data (`ensure_bundle`) and loaded in this process without a feature
+    store: (manifest, ensemble, index of its encoder member)."""
+    from backend.serving.bundles import BundleStore
+    from backend.serving.ensemble import load_ensemble
+
+    with (folder / "train.log").open("w") as log:
+        ensure_bundle(folder / "data", log)
+    store = BundleStore(folder / "data" / "models")
+    ref = store.current(store.keys()[0])
+    manifest = store.manifest(ref)
+    ensemble = load_ensemble(ref, manifest, feature_store_mb=0, **runtime)
+    return manifest, ensemble, next(i for i, s in enumerate(ensemble.specialists) if s.family == "encoder")
+
+
+def ensemble_labels(ensemble: Any, manifest: Any, member: int, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the ensemble's label names in lower case, the argmax column of specialist `member`) for each text."""
+    probas = ensemble.probabilities(texts)
+    labels = np.array([manifest.labels[d.labels[0]].lower() for d in ensemble.decisions(texts, probas)])
+    return labels, probas[member].argmax(1)

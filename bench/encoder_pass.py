@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import EVAL_DATA, encoder_speed, ensure_bundle, machine, tweeteval_test
+from benchlib import default_ensemble, encoder_speed, encoder_timing_texts, ensemble_labels, machine, tweeteval_test
 
-from backend.serving.bundles import BundleStore
-from backend.serving.ensemble import load_ensemble
 from backend.specialists import encoder as encoder_module
 
 
@@ -33,20 +31,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     texts, gold = tweeteval_test(args.texts)
-    folder = EVAL_DATA / "tweeteval-sentiment"
-    timing_texts = ((folder / "sentiment__val_text.txt").read_text(encoding="utf-8").splitlines()
-                    + (folder / "sentiment__test_text.txt").read_text(encoding="utf-8").splitlines()[-1000:])
+    timing_texts = encoder_timing_texts()
     report: dict[str, Any] = {"benchmark": "encoder-pass", "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "machine": machine(), "texts": len(texts), "passes": {}}
     with tempfile.TemporaryDirectory(prefix="aa-pass-") as tmp_name:
-        tmp = Path(tmp_name)
-        with (tmp / "train.log").open("w") as log:
-            ensure_bundle(tmp / "data", log)
-        store = BundleStore(tmp / "data" / "models")
-        ref = store.current(store.keys()[0])
-        manifest = store.manifest(ref)
-        ensemble = load_ensemble(ref, manifest, feature_store_mb=0)
-        which = next(i for i, s in enumerate(ensemble.specialists) if s.family == "encoder")
+        manifest, ensemble, which = default_ensemble(Path(tmp_name))
         enc: encoder_module.SentenceEncoder = ensemble.specialists[which].encoder
         fast = enc._fast
         if fast is None:
@@ -61,9 +50,7 @@ def main() -> int:
                 if name in report["passes"]:
                     continue
                 pooled = enc.encode(texts, enc.depth)
-                probas = ensemble.probabilities(texts)
-                labels = np.array([manifest.labels[d.labels[0]].lower() for d in ensemble.decisions(texts, probas)])
-                member = probas[which].argmax(1)
+                labels, member = ensemble_labels(ensemble, manifest, which, texts)
                 if not reference:
                     reference = {"labels": labels, "member": member, "pooled": pooled}
                 report["passes"][name] = {

@@ -25,11 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from benchlib import EVAL_DATA, encoder_speed, ensure_bundle, machine, tweeteval_test
+from benchlib import default_ensemble, encoder_speed, encoder_timing_texts, ensemble_labels, machine, tweeteval_test
 from transformers import AutoModel
 
-from backend.serving.bundles import BundleStore
-from backend.serving.ensemble import load_ensemble
 from backend.specialists import encoder as encoder_module
 from backend.specialists import torch_runtime as rt
 
@@ -106,20 +104,14 @@ def main() -> int:
     except ImportError:
         raise SystemExit("this benchmark needs: pip install onnxruntime onnx") from None
     texts, gold_names = tweeteval_test(args.texts)
-    folder = EVAL_DATA / "tweeteval-sentiment"
+    timing_texts = encoder_timing_texts()
     report: dict[str, Any] = {"benchmark": "int8-encoder", "command": " ".join([Path(sys.executable).name, *sys.argv]),
                               "machine": machine(), "texts": len(texts), "variants": {}}
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice to pre-process (tried: no better)
     with tempfile.TemporaryDirectory(prefix="aa-int8-") as tmp_name:
         tmp = Path(tmp_name)
-        with (tmp / "train.log").open("w") as log:
-            ensure_bundle(tmp / "data", log)
-        store = BundleStore(tmp / "data" / "models")
-        ref = store.current(store.keys()[0])
-        manifest = store.manifest(ref)
-        enc = encoder_module.shared_encoder(encoder_module.default_encoder_name(), dtype="bfloat16")
-        ensemble = load_ensemble(ref, manifest, dtype="bfloat16", feature_store_mb=0)
-        which = next(i for i, s in enumerate(ensemble.specialists) if s.family == "encoder")
+        manifest, ensemble, which = default_ensemble(tmp, dtype="bfloat16")
+        enc = ensemble.specialists[which].encoder
         # Every torch operation on the torch thread, as in the service (a second OpenMP team slows the first).
         nodes = rt.on_torch_thread(enc.device, lambda: export(AutoModel.from_pretrained(enc.name), tmp / "fp32.onnx"))
         bf16_forward = enc._forward
@@ -135,16 +127,13 @@ def main() -> int:
         reference: tuple[np.ndarray, np.ndarray] | None = None
         for label, forward in forwards.items():
             enc._forward, enc._last = forward, None
-            probas = ensemble.probabilities(texts)
-            labels = np.array([manifest.labels[d.labels[0]].lower() for d in ensemble.decisions(texts, probas)])
-            member = probas[which].argmax(1)
+            labels, member = ensemble_labels(ensemble, manifest, which, texts)
             if reference is None:
                 reference = (labels, member)
             row = {"ensemble_agreement": round(float(np.mean(labels == reference[0])), 4),
                    "encoder_member_agreement": round(float(np.mean(member == reference[1])), 4),
                    "accuracy": round(float(np.mean(labels == gold_names)), 4)}
-            row |= encoder_speed(forward, (folder / "sentiment__val_text.txt").read_text().splitlines()
-                         + (folder / "sentiment__test_text.txt").read_text().splitlines()[-1000:])
+            row |= encoder_speed(forward, timing_texts)
             report["variants"][label] = row
             print(f"{label:40s} {json.dumps(row)}", flush=True)
         enc._forward = bf16_forward
