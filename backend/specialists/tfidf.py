@@ -77,16 +77,21 @@ class HashedTfidf:
         n, k = counts.shape[0], len(self.columns)
         if k == 0:
             return sparse.csr_matrix((n, 0))
-        pos = self._positions(counts.indices.astype(np.int32, copy=False))
+        hashed = counts.indices.astype(np.int32, copy=False)
+        pos = self._positions(hashed)
         hit = pos >= 0
-        rows = np.repeat(np.arange(n), np.diff(counts.indptr))[hit]
+        # The kept entries stay in their rows' order, so the rows' bounds are counts of kept entries: the matrix is
+        # built as CSR directly, without sorting a COO matrix into one (most of the time for 10,000 known tweets).
+        kept = np.zeros(len(hit) + 1, dtype=np.int64)
+        np.cumsum(hit, out=kept[1:])
+        indptr = kept[counts.indptr]
         cols = pos[hit]
         data = (1 + np.log(counts.data[hit].astype(np.float64))) * self.idf[cols]  # fits as float64
         # Each block is l2-normalised on its own, as each vectorizer of a FeatureUnion is.
-        cell = rows * len(self.blocks) + self.columns[cols] // _HASH_WIDTH
+        cell = np.repeat(np.arange(n) * len(self.blocks), np.diff(indptr)) + hashed[hit] // _HASH_WIDTH
         norms = np.sqrt(np.bincount(cell, weights=data**2, minlength=n * len(self.blocks)))
         data /= norms[cell]
-        return sparse.csr_matrix((data, (rows, cols)), shape=(n, k))
+        return sparse.csr_matrix((data, cols.astype(np.int32), indptr), shape=(n, k))
 
     def _positions(self, hashed: np.ndarray) -> np.ndarray:
         """Each hashed column's position among the kept ones, or -1. The kept columns are hashes, so their low
