@@ -62,13 +62,6 @@ class SentenceEncoder:
         model = model.to(device=self.device, dtype=self.dtype).eval()
         return model, FastBert.of(model)
 
-    def _layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Each transformer layer's hidden states, first layer first."""
-        if self._fast is not None:
-            return self._fast(input_ids, attention_mask)
-        return list(self.model(input_ids=input_ids, attention_mask=attention_mask,
-                               output_hidden_states=True).hidden_states[1:])
-
     @property
     def depth(self) -> int:
         """How many layers a head can read (the transformer layers, not the word embeddings)."""
@@ -157,12 +150,16 @@ class SentenceEncoder:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids = enc["input_ids"]
         out = np.zeros((len(ids), self.depth, self.dim), dtype=np.float32)
+        if self._fast is not None:
+            for idx, means in self._fast.mean_pooled(ids):
+                out[idx] = torch.nn.functional.normalize(means.flip(1).float(), dim=-1).numpy()
+            return out
         for idx in rt.length_sorted_batches([len(x) for x in ids], self.batch_size):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx],
                                         "attention_mask": [enc["attention_mask"][i] for i in idx]},
                                        return_tensors="pt", pad_to_multiple_of=8)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            hidden = self._layers(batch["input_ids"], batch["attention_mask"])[::-1]
+            hidden = self.model(**batch, output_hidden_states=True).hidden_states[1:][::-1]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
             count = mask.sum(1).clamp(min=1)
             pooled = torch.stack([(h * mask).sum(1) / count for h in hidden], dim=1)

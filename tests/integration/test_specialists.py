@@ -440,11 +440,14 @@ def _minilm(dtype):
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-def test_fast_bert_gives_the_layers_transformers_gives(dtype_name):
-    """The written-out BERT pass (fused QKV, weights packed for oneDNN in bf16) against
-    `transformers`' own, on a padded batch: the same hidden states at every real token, to the dtype's rounding."""
+def test_fast_bert_gives_the_layers_transformers_gives(dtype_name, monkeypatch):
+    """The written-out BERT pass (fused QKV, weights packed for oneDNN in bf16) against `transformers`' own on a
+    padded batch: the same hidden states at every real token with the texts end to end, and the same means per text
+    in both layouts (end to end, padded batches), to the dtype's rounding."""
     import torch
+    from transformers import AutoTokenizer
 
+    from backend.specialists import fast_bert
     from backend.specialists import torch_runtime as rt
     from backend.specialists.encoder import default_encoder_name
     from backend.specialists.fast_bert import FastBert
@@ -453,29 +456,41 @@ def test_fast_bert_gives_the_layers_transformers_gives(dtype_name):
     model = _minilm(dtype)
     fast = rt.on_torch_thread(torch.device("cpu"), FastBert.of, model)
     assert fast is not None
-    from transformers import AutoTokenizer
-
+    monkeypatch.setattr(fast_bert, "_PACK_TOKENS", 40)  # several packs, the longest text alone in one
     tok = AutoTokenizer.from_pretrained(default_encoder_name())
-    texts = ["ok", "@user the new update is 🔥🔥 but the battery... not so much #fail",
-             "Ünïcödé, ñ and 漢字 mixed in", "word " * 300]  # the last one is truncated at 128 tokens
-    enc = tok(texts, truncation=True, max_length=128)
-    batch = tok.pad({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, return_tensors="pt",
-                    pad_to_multiple_of=8)
+    texts = ["ok", "@user the new update is 🔥🔥 but the battery... not so much #fail", "no", "yes",
+             "Ünïcödé, ñ and 漢字 mixed in", "word " * 300, "ok"]  # "word " * 300 is truncated at 128 tokens
+    ids = tok(texts, truncation=True, max_length=128)["input_ids"]
+    batch = tok.pad({"input_ids": ids}, return_tensors="pt")
 
     def both():
         with torch.inference_mode():
             theirs = model(**batch, output_hidden_states=True).hidden_states[1:]
-            return theirs, fast(batch["input_ids"], batch["attention_mask"])
+            fast.padded = False  # texts end to end (fp32), whatever this CPU runs
+            packed = list(fast.mean_pooled(ids))
+            fast.padded = True  # padded batches (where oneDNN's bf16 kernels run)
+            return theirs, fast.hidden_states(ids), packed, list(fast.mean_pooled(ids))
 
-    theirs, ours = rt.on_torch_thread(torch.device("cpu"), both)
+    theirs, ours, packed, padded = rt.on_torch_thread(torch.device("cpu"), both)
     assert len(ours) == len(theirs) == model.config.num_hidden_layers
     real = batch["attention_mask"].bool()
     tolerance = 1e-4 if dtype == torch.float32 else 0.125  # bf16 keeps 8 bits: values of ~10 round at 1/16
     for a, b in zip(theirs, ours, strict=True):
-        assert a.dtype == b.dtype == dtype and a.shape == b.shape
-        assert float((a.float() - b.float()).abs()[real].max()) < tolerance
-        cos = torch.nn.functional.cosine_similarity(a.float()[real], b.float()[real], dim=-1)
-        assert float(cos.min()) > 0.999
+        a = a[real]  # the real tokens, text after text: how the packed pass lays them out
+        assert b.dtype == a.dtype == dtype and b.shape == a.shape
+        assert float((a.float() - b.float()).abs().max()) < tolerance
+        assert float(torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).min()) > 0.999
+    assert len(packed) >= 3
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    for passes in (packed, padded):
+        order = np.concatenate([idx for idx, _ in passes])
+        assert sorted(order.tolist()) == list(range(len(texts)))
+        means = torch.cat([m for _, m in passes])
+        assert means.dtype == dtype and means.shape == (len(texts), len(theirs), model.config.hidden_size)
+        for layer, h in enumerate(theirs):
+            expected = ((h.float() * mask).sum(1) / mask.sum(1))[torch.as_tensor(order)]
+            cos = torch.nn.functional.cosine_similarity(expected, means[:, layer].float(), dim=-1)
+            assert float(cos.min()) > 0.999
 
 
 def test_fast_bert_takes_only_what_it_reproduces(minilm_classifier_dir):
