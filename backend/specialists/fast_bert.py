@@ -9,9 +9,9 @@ its matmul was no faster and moved 0.15 % of the labels; as written, none of 6,0
 
 In fp32, texts are not padded to a batch's longest: their tokens go end to end through the matmuls, and attention
 runs per group of texts of one length. Length-sorted batches of 32 padded to a multiple of 8 computed 14 % more
-tokens than the tweets hold, and ran 1.16× slower. Where oneDNN's bf16 kernels run, texts still go in padded batches:
-a packed bf16 weight meets a new kernel per input shape, and padding keeps the shapes few; the packed layout there
-was not measured on such a CPU, and with bf16 done in software it moved 0.1 % of labels.
+tokens than the tweets hold, and ran up to 1.1× slower. Where oneDNN's bf16 kernels run, texts still go in padded
+batches: a packed bf16 weight meets a new kernel per input shape, and padding keeps the shapes few; the end-to-end
+layout was not measured on such a CPU, and with bf16 done in software it moved 0.1 % of labels.
 
 Only what it can reproduce is taken (`FastBert.of` says None otherwise); everything else runs through `transformers`.
 """
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Tokens per pass: 2,048 tokens of texts end to end ran 1.16× as fast as padded batches of 32 (fp32, MiniLM, batches
-# of 512 tweets); 1,024 and 4,096 about as fast.
+# Tokens per pass: 2,048 tokens of texts end to end ran 1.03-1.10x as fast as padded batches of 32 (fp32, MiniLM,
+# 2,000 tweets); 1,024 and 4,096 about as fast.
 _PACK_TOKENS = 2048
 _BATCH = 32  # texts per padded batch, where oneDNN's bf16 kernels run
 
