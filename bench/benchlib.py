@@ -7,6 +7,7 @@ Studio would see (JSON, Flask, gunicorn threads), not an in-process function cal
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -311,3 +312,19 @@ def ensemble_labels(ensemble: Any, manifest: Any, member: int, texts: list[str])
     probas = ensemble.probabilities(texts)
     labels = np.array([manifest.labels[d.labels[0]].lower() for d in ensemble.decisions(texts, probas)])
     return labels, probas[member].argmax(1)
+
+
+def held_out_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a benchmark that labels held-out TweetEval tweets (`tweeteval_test`): --out, --texts."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, help="write the results here as JSON")
+    p.add_argument("--texts", type=int, default=6000, help="held-out TweetEval test tweets to label")
+    return p
+
+
+def write_report(path: Path | None, report: dict[str, Any]) -> int:
+    """`report` as JSON into `path` when one is given; returns 0, the benchmark's exit status."""
+    if path:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0

@@ -11,7 +11,6 @@ tweets, best of 3; p50 of one tweet over 300), the passes alternated over `--rou
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -19,15 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import default_ensemble, encoder_speed, encoder_timing_texts, ensemble_labels, machine, tweeteval_test
+from benchlib import (
+    default_ensemble,
+    encoder_speed,
+    encoder_timing_texts,
+    ensemble_labels,
+    held_out_parser,
+    machine,
+    tweeteval_test,
+    write_report,
+)
 
 from backend.specialists import encoder as encoder_module
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path)
-    p.add_argument("--texts", type=int, default=6000, help="held-out TweetEval test tweets to label")
+    p = held_out_parser(__doc__)
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     texts, gold = tweeteval_test(args.texts)
@@ -63,10 +69,7 @@ def main() -> int:
             report["passes"][name] |= {"texts_per_s": max(r["texts_per_s"] for r in runs),
                                        "one_text_p50_ms": min(r["one_text_p50_ms"] for r in runs), "rounds": runs}
             print(f"{name:22s} {json.dumps({k: v for k, v in report['passes'][name].items() if k != 'rounds'})}")
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    return 0
+    return write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Needs `pip install onnxruntime onnx` (not among the service's requirements). ≈
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -25,7 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from benchlib import default_ensemble, encoder_speed, encoder_timing_texts, ensemble_labels, machine, tweeteval_test
+from benchlib import (
+    default_ensemble,
+    encoder_speed,
+    encoder_timing_texts,
+    ensemble_labels,
+    held_out_parser,
+    machine,
+    tweeteval_test,
+    write_report,
+)
 from transformers import AutoModel
 
 from backend.specialists import encoder as encoder_module
@@ -95,9 +103,7 @@ class OnnxForward:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path)
-    p.add_argument("--texts", type=int, default=6000, help="held-out TweetEval test tweets to label")
+    p = held_out_parser(__doc__)
     args = p.parse_args()
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -137,10 +143,7 @@ def main() -> int:
             report["variants"][label] = row
             print(f"{label:40s} {json.dumps(row)}", flush=True)
         enc._forward = bf16_forward
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    return 0
+    return write_report(args.out, report)
 
 
 if __name__ == "__main__":

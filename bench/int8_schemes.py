@@ -14,7 +14,6 @@ encoder member's share and accuracy on the gold labels. Then what int8 would buy
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from benchlib import default_ensemble, ensemble_labels, machine, tweeteval_test
+from benchlib import default_ensemble, ensemble_labels, held_out_parser, machine, tweeteval_test, write_report
 
 from backend.specialists import torch_runtime as rt
 from backend.specialists.fast_bert import FastBert
@@ -104,9 +103,7 @@ def matmul_speed(fast: FastBert, tokens: int = 2048, rounds: int = 20) -> dict[s
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path)
-    p.add_argument("--texts", type=int, default=6000, help="held-out TweetEval test tweets to label")
+    p = held_out_parser(__doc__)
     args = p.parse_args()
     texts, gold = tweeteval_test(args.texts)
     cpu = torch.device("cpu")
@@ -132,10 +129,7 @@ def main() -> int:
         with torch.inference_mode():
             report["matmul"] = rt.on_torch_thread(cpu, matmul_speed, fp32)
         print("matmuls, 2,048 tokens:", json.dumps(report["matmul"]["all four"]))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
-    return 0
+    return write_report(args.out, report)
 
 
 if __name__ == "__main__":
