@@ -112,8 +112,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="aa-int8-") as tmp_name:
         manifest, ensemble, which = default_ensemble(Path(tmp_name))
         enc = ensemble.specialists[which].encoder
-        fp32 = rt.on_torch_thread(cpu, lambda: FastBert.of(copy.deepcopy(enc.model).float()))
-        fp32.padded = False
+        fp32 = rt.on_torch_thread(cpu, lambda: FastBert.of(copy.deepcopy(enc.model).float()))  # end to end
         served = enc._fast
         variants = {"fp32": fp32, **{name: simulated(fp32, *scheme) for name, scheme in SCHEMES.items()}}
         reference: tuple[np.ndarray, np.ndarray] | None = None
