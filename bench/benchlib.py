@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Sequence
 from importlib import metadata
@@ -46,6 +47,16 @@ def __getattr__(name: str) -> Path:
 CAPTURED = REPO / "tests" / "fixtures" / "label-studio" / "captured-requests.json"
 PROJECT = "1.1700000000"
 JSON_HEADERS = {"Content-Type": "application/json", "User-Agent": "heartex/1.23.2 (autoannotator bench)"}
+
+
+def unpack(rev: str, into: Path) -> Path:
+    """The tree of one commit (no .git), to run that commit's code beside this one."""
+    archive = into / "tree.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev], cwd=REPO, check=True)
+    tree = into / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
 
 
 def bench_env(**extra: str) -> dict[str, str]:

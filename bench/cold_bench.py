@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from contextlib import ExitStack
@@ -40,17 +38,8 @@ from benchlib import (
     load_texts,
     machine,
     predict_body,
+    unpack,
 )
-
-
-def unpack(rev: str, into: Path) -> Path:
-    """The tree of one commit (no .git), to run that commit's code beside this one."""
-    archive = into / "tree.tar"
-    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), rev], cwd=REPO, check=True)
-    tree = into / "tree"
-    with tarfile.open(archive) as tar:
-        tar.extractall(tree, filter="data")
-    return tree
 
 
 def labels_of(response: dict[str, Any]) -> list[str | None]:

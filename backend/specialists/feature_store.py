@@ -60,9 +60,13 @@ class FeatureStore:
         os.register_at_fork(after_in_child=lambda: (method := fresh()) is not None and method())
         atexit.register(self.flush)  # what still waits when the process ends normally
         db = self._db()
-        db.execute("CREATE TABLE IF NOT EXISTS feature (space TEXT, key BLOB, used INTEGER, data BLOB, "
-                   "PRIMARY KEY (space, key)) WITHOUT ROWID")
-        db.execute("CREATE INDEX IF NOT EXISTS feature_used ON feature (used)")
+        # Rows go at the table's end in the order they are written, found through an index on (space, key). Kept in
+        # text-hash order, the rows of a batch of new texts landed on as many pages as rows, each written out whole:
+        # 116 vs 21 ms for 512 encoder rows into a store of 164,000.
+        db.execute("DROP TABLE IF EXISTS feature")  # rows kept in that order: a cache, computed again
+        db.execute("CREATE TABLE IF NOT EXISTS features (space TEXT, key BLOB, used INTEGER, data BLOB)")
+        db.execute("CREATE UNIQUE INDEX IF NOT EXISTS features_key ON features (space, key)")
+        db.execute("CREATE INDEX IF NOT EXISTS features_used ON features (used)")
         db.commit()
 
     def _fresh(self) -> None:
@@ -115,7 +119,7 @@ class FeatureStore:
         for start in range(0, len(unique), _READ_CHUNK):
             part = unique[start:start + _READ_CHUNK]
             marks = ",".join("?" * len(part))
-            rows = db.execute(f"SELECT key, used, data FROM feature WHERE space = ? AND key IN ({marks})",
+            rows = db.execute(f"SELECT key, used, data FROM features WHERE space = ? AND key IN ({marks})",
                               [space, *part]).fetchall()
             found.update((k, blob) for k, _, blob in rows)
             stale.extend(k for k, used, _ in rows if used < now - _TOUCH_AFTER_MS)
@@ -125,7 +129,7 @@ class FeatureStore:
                     if k not in found and (space, k) in self._pending:
                         found[k] = self._pending[(space, k)][1]
         if stale:
-            db.executemany("UPDATE feature SET used = ? WHERE space = ? AND key = ?", [(now, space, k) for k in stale])
+            db.executemany("UPDATE features SET used = ? WHERE space = ? AND key = ?", [(now, space, k) for k in stale])
             db.commit()
         first: dict[bytes, int] = {}
         for i, k in enumerate(keys):
@@ -137,7 +141,7 @@ class FeatureStore:
             blobs = encode([texts[i] for i in part])
             rows = [(space, keys[i], now, b) for i, b in zip(part, blobs, strict=True)]
             if len(order) >= _WRITE_NOW:
-                db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
                 db.commit()
             else:
                 self._later(rows)
@@ -171,7 +175,7 @@ class FeatureStore:
         if not rows:
             return 0
         db = self._db()
-        db.executemany("INSERT OR REPLACE INTO feature VALUES (?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
         db.commit()
         with self._pending_lock:
             for sp, k, used, _ in rows:
@@ -183,11 +187,11 @@ class FeatureStore:
     def _bound(self, db: sqlite3.Connection) -> None:
         """Drop the rows used longest ago while the file holds more than max_bytes."""
         while self._used_bytes(db) > self.max_bytes:
-            (n,) = db.execute("SELECT count(*) FROM feature").fetchone()
+            (n,) = db.execute("SELECT count(*) FROM features").fetchone()
             if not n:
                 return
-            db.execute("DELETE FROM feature WHERE (space, key) IN "
-                       "(SELECT space, key FROM feature ORDER BY used LIMIT ?)", (max(int(n * _EVICT_SHARE), 1),))
+            db.execute("DELETE FROM features WHERE rowid IN (SELECT rowid FROM features ORDER BY used LIMIT ?)",
+                       (max(int(n * _EVICT_SHARE), 1),))
             db.commit()
 
     @staticmethod
@@ -199,7 +203,7 @@ class FeatureStore:
     def size(self) -> dict[str, int]:
         self.flush()
         db = self._db()
-        (rows,) = db.execute("SELECT count(*) FROM feature").fetchone()
+        (rows,) = db.execute("SELECT count(*) FROM features").fetchone()
         return {"rows": int(rows), "bytes": self._used_bytes(db), "max_bytes": self.max_bytes}
 
 

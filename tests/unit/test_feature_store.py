@@ -119,3 +119,21 @@ def test_a_forked_child_starts_afresh(tmp_path):
     assert FeatureStore(tmp_path / "f.sqlite", 2**30).dense("enc-1", 3, ["parent", "child text"],
                                                            _dense(calls)).shape == (2, 3)
     assert calls == [["parent"]]  # both rows on disk: the parent's, and the child's
+
+
+def test_a_store_of_rows_kept_in_hash_order_is_emptied_and_used(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "f.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE feature (space TEXT, key BLOB, used INTEGER, data BLOB, PRIMARY KEY (space, key)) "
+               "WITHOUT ROWID")
+    db.execute("INSERT INTO feature VALUES ('s', x'00', 1, zeroblob(40000))")
+    db.commit()
+    db.close()
+    calls: list[list[str]] = []
+    store = FeatureStore(path, 2**30)
+    assert store.dense("enc-1", 3, ["a", "bb"], _dense(calls)).tolist() == [[1, 1, 1], [2, 0, 1]]
+    tables = {name for (name,) in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"features"}
+    assert store.size()["rows"] == 2 and calls == [["a", "bb"]]
