@@ -8,6 +8,7 @@ loaded once per (key, version); loading happens outside the request that asked o
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -34,6 +35,18 @@ def combined_version(refs: list[BundleRef]) -> str:
         return refs[0].version
     digest = hashlib.sha256("|".join(sorted(f"{r.key}={r.version}" for r in refs)).encode()).hexdigest()
     return f"aa-{digest[:10]}"
+
+
+def _settle_heap() -> None:
+    """Take what the loaded models hold out of the cyclic garbage collector's way.
+
+    A loaded bundle is half a million long-lived Python objects; each full collection walked them all (0.2 s on 2
+    cores) inside whichever request crossed the threshold. Frozen objects are skipped; the ones frozen at the last
+    load are given back first, so a replaced bundle's cycles are still collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class ModelRegistry:
@@ -119,6 +132,7 @@ class ModelRegistry:
                 for old in [k for k in self._ensembles if k[0] == ref.key]:
                     del self._ensembles[old]  # a promoted version replaces the one it succeeds
                 self._ensembles[key] = ens
+                _settle_heap()
                 self.loads += 1
                 log.info("loaded bundle %s/%s in %.1fs", ref.key, ref.version, time.perf_counter() - t0)
         return ens

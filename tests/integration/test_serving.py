@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from backend.datasets import load_labelled
 from backend.http.app import create_app
 from backend.serving.bundles import BundleStore
+from backend.serving.registry import ModelRegistry
 from finetune.training import train_bundle
 from model import AutoAnnotatorModel
 from tests.conftest import SENTIMENT, SENTIMENT_XML
@@ -37,6 +40,25 @@ def test_new_version_is_served_without_restart(tmp_path, session_settings):
     v2 = client.post("/setup", json={"project": "5.1", "schema": SENTIMENT_XML}).json["model_version"]
     assert v2 == ref2.version != v1
     assert client.post("/predict", json=_body(TEXTS)).json["results"][0]["model_version"] == v2
+
+
+def test_a_loaded_bundle_is_kept_out_of_the_collectors_way_and_a_replaced_one_is_still_freed(tmp_path,
+                                                                                             session_settings):
+    settings = session_settings.with_(model_dir=tmp_path / "models")
+    store, data = BundleStore(settings.model_dir), load_labelled(SENTIMENT)
+    registry = ModelRegistry(settings)
+    ref1, _ = train_bundle(store, ["Positive", "Negative", "Neutral"], False, data,
+                           [{"name": "t", "family": "tfidf", "params": {}}])
+    first = registry.ensemble(ref1)
+    assert gc.get_freeze_count() > 0
+    first.itself = first  # a cycle: only the collector frees it
+    gone = weakref.ref(first)
+    del first
+    ref2, _ = train_bundle(store, ["Positive", "Negative", "Neutral"], False, data,
+                           [{"name": "t", "family": "tfidf", "params": {"classifier": "nb"}}])
+    assert registry.ensemble(ref2).version == ref2.version != ref1.version
+    assert gone() is None
+    assert registry.loaded() == [f"{ref2.key}/{ref2.version}"]
 
 
 def test_concurrent_requests_share_one_model_and_agree(app_model, session_settings, default_bundle):
