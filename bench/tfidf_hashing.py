@@ -1,6 +1,8 @@
 """Hashed n-grams against a fitted vocabulary: do the TF-IDF specialists keep their accuracy when their features
 become cacheable? Trains each TF-IDF specialist of the default bundle both ways on the same sample and scores them
-on the TweetEval sentiment validation and test splits, with their cold transform speed side by side.
+on the TweetEval sentiment validation and test splits, with their cold transform speed side by side. Then counts
+the test tweets' character n-grams with scikit-learn's HashingVectorizer and with `CharGrams`, alternated in
+batches of 512, and checks that the counts are the same.
 
     python bench/tfidf_hashing.py [--sample samples/sentiment-semeval2013-16.csv] [--out docs/bench-tfidf-hashing.json]
 """
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.datasets import load_labelled
 from backend.specialists import registry
+from backend.specialists.char_grams import CharGrams
 from bench.benchlib import machine
 from bench.default_bundle import sample_parser, split
 from finetune.training import encode_targets
@@ -64,8 +67,28 @@ def main() -> None:
                          "hashed_texts_per_s": round(len(texts) / th), "fitted_texts_per_s": round(len(texts) / tf)}
         result["members"][name] = row
         print(name, json.dumps(row), flush=True)
+    result["char_grams"] = char_gram_speed(splits["test"][0])
+    print("char n-grams", json.dumps(result["char_grams"]), flush=True)
     if a.out:
         a.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def char_gram_speed(texts: list[str], batch: int = 512, rounds: int = 5) -> dict:
+    """ms per batch of tweets for scikit-learn's char_wb counts and `CharGrams`' (best of `rounds`, alternated)."""
+    grams = CharGrams((2, 5), 2**28)
+    ways = {"scikit_learn": grams._reference.transform, "char_grams": grams.transform}
+    batches = [texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)]
+    same = all((abs(grams._reference.transform(b) - grams.transform(b)) != 0).nnz == 0 for b in batches)
+    best = {name: float("inf") for name in ways}
+    for r in range(rounds):
+        for name in (list(ways) if r % 2 == 0 else list(reversed(ways))):
+            t0 = time.perf_counter()
+            for b in batches:
+                ways[name](b)
+            best[name] = min(best[name], (time.perf_counter() - t0) / len(batches))
+    return {"batch": batch, "batches": len(batches), "same_counts": same,
+            **{f"{name}_ms": round(t * 1000, 1) for name, t in best.items()},
+            "speedup": round(best["scikit_learn"] / best["char_grams"], 2)}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
 
 from backend.specialists.base import Specialist, pad_columns
+from backend.specialists.char_grams import CharGrams
 from backend.specialists.feature_store import runtime_store
 
 _WEIGHTS = "tfidf.joblib"
@@ -129,7 +130,7 @@ class TfidfSpecialist(Specialist):
         self.features: HashedTfidf | None = None
         self.pipeline: Any = None  # a bundle saved with a fitted TfidfVectorizer
 
-    def _analyzers(self) -> list[tuple[str, HashingVectorizer, int, int]]:
+    def _analyzers(self) -> list[tuple[str, HashingVectorizer | CharGrams, int, int]]:
         """(store space, hashing vectorizer, min_df, max_features) per block: word grams, then char grams."""
         p = self.params
         word = tuple(int(x) for x in p.get("word_ngrams", (1, 2)))
@@ -141,8 +142,7 @@ class TfidfSpecialist(Specialist):
                 HashingVectorizer(analyzer="word", ngram_range=word, token_pattern=_TOKENS, **common), 1,
                 max_features)]
         if p.get("char", True):  # character grams catch slang and typos, and cost most of the time
-            out.append((f"tfidf|char_wb|{char}|{_HASH_WIDTH}",
-                        HashingVectorizer(analyzer="char_wb", ngram_range=char, **common), 2, max_features))
+            out.append((f"tfidf|char_wb|{char}|{_HASH_WIDTH}", CharGrams(char, _HASH_WIDTH), 2, max_features))
         return out
 
     def counts(self, texts: Sequence[str]) -> sparse.csr_matrix:
