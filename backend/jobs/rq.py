@@ -21,6 +21,7 @@ class RqSender:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._redis: Any = None
+        self._off_queue: dict[str, float] = {}  # rq id -> when it was first seen queued but off its queue
 
     def _connection(self) -> Any:
         from redis import Redis
@@ -50,19 +51,33 @@ class RqSender:
 
     def unclaimable(self, rq_ids: list[str], grace: float) -> list[str]:
         """Of these rq jobs, the ones that will never claim their row: gone from Redis (it restarted empty), ended
-        (failed, stopped, canceled, or finished without claiming), or started more than `grace` seconds ago by a
-        worker that died before its first step. A job still waiting in the queue is fine. Redis unreachable: none,
-        decided on a later turn."""
+        (failed, stopped, canceled, or finished without claiming), started more than `grace` seconds ago by a
+        worker that died before its first step, or taken off the queue by a worker that died before starting them
+        (still "queued", on no queue, for more than `grace` seconds across calls). A job waiting in the queue is
+        fine. Redis unreachable: none, decided on a later turn."""
         if not self.settings.redis_url or not rq_ids:
             return []
         try:
             from rq.job import Job, JobStatus
+            from rq.queue import Queue
 
-            jobs = Job.fetch_many(rq_ids, connection=self._connection())
+            conn = self._connection()
+            jobs = Job.fetch_many(rq_ids, connection=conn)
             now = time.time()
+            waiting: dict[str, set[str]] = {}  # queue name -> the ids on it, read once per call
+            off_queue = {}
             out = []
             for rq_id, job in zip(rq_ids, jobs, strict=True):
                 status = job.get_status(refresh=False) if job is not None else None
+                if status == JobStatus.QUEUED and job.origin:
+                    if job.origin not in waiting:
+                        waiting[job.origin] = set(Queue(job.origin, connection=conn).get_job_ids())
+                    if rq_id not in waiting[job.origin]:
+                        # A worker takes a job off the queue a moment before it starts it; longer, it died.
+                        off_queue[rq_id] = self._off_queue.get(rq_id, now)
+                        if now - off_queue[rq_id] > grace:
+                            out.append(rq_id)
+                        continue
                 if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
                     continue
                 if status == JobStatus.STARTED:
@@ -72,6 +87,7 @@ class RqSender:
                     if started is None or now - started.timestamp() <= grace:
                         continue
                 out.append(rq_id)
+            self._off_queue = off_queue
             return out
         except Exception as exc:
             log.warning("could not read rq jobs: %s", exc)

@@ -163,10 +163,12 @@ def pause_before_claiming(job_id: int) -> None:
 def test_a_job_whose_rq_job_died_before_claiming_it_is_sent_again(session_settings, tmp_path):
     """The row is the job: a worker SIGKILLed between taking the rq job and claiming the row, Redis restarted with an
     empty memory, an rq job that fails before its first step — each leaves the row queued with an rq job that will
-    never run it. The reaper sends it again, and gives up after JOB_MAX_ATTEMPTS rather than cycling."""
+    never run it, and so does a worker killed between taking the rq job off the queue and starting it. The reaper
+    sends it again, and gives up after JOB_MAX_ATTEMPTS rather than cycling."""
     import os
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     from backend.store import Store
@@ -233,5 +235,21 @@ def test_a_job_whose_rq_job_died_before_claiming_it_is_sent_again(session_settin
         assert states == ["pending"] * (settings.job_max_attempts - 1) + ["failed"]
         assert broken.get(bad)["attempts"] == settings.job_max_attempts
         assert jobs.get(job_id)["status"] == "queued"  # the other job was left alone
+
+        # 4. Taken off the queue by a worker killed before it started the job: rq still says "queued".
+        from redis import Redis
+        from rq.job import Job
+        from rq.queue import Queue
+
+        conn = Redis.from_url(settings.redis_url)
+        rq_id = jobs.get(job_id)["rq_job_id"]
+        assert conn.lrem(Queue(settings.queue_name, connection=conn).key, 0, rq_id) == 1  # what a dequeue does
+        assert Job.fetch(rq_id, connection=conn).get_status() == "queued"
+        assert jobs.reap() == 0  # a live worker starts it a moment later: first seen, within the grace
+        time.sleep(settings.job_stale_seconds + 0.2)
+        assert jobs.reap() == 1
+        job = jobs.get(job_id)  # its third loss: failed, as JOB_MAX_ATTEMPTS says
+        assert (job["status"], job["attempts"]) == ("failed", settings.job_max_attempts)
+        assert "before the job was claimed" in job["outcome"]
     finally:
         redis.stop()
